@@ -1,0 +1,52 @@
+"""ament_python and pip packaging of simdistill_ros.
+
+`colcon build` installs it as a ROS 2 package (share/ files below); `pip install -e .[test]` installs it
+as a plain Python package. Pins follow ../shared/design/environment.md: torch is pinned exactly (an
+unpinned torch pulls the newest CUDA build), numpy<2 for the nuScenes devkit, no torchvision.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "simdistill_ros"
+
+CORE = ["torch==2.13.0", "numpy>=1.24,<2", "pyyaml>=6", "tqdm>=4.60"]
+TRAIN = [
+    "nuscenes-devkit==1.2.0",
+    "Shapely~=2.0.3",
+    "opencv-python-headless>=4.8,<4.12",
+    "matplotlib>=3.7",
+    "pillow>=9",
+]
+BAG = ["rosbags==0.11.9", "mcap>=1.1", "mcap-ros2-support>=0.5"]
+EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ml_dtypes<0.6"]
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "shapely~=2.0.3"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        "train": TRAIN,
+        "bag": BAG,
+        "export": EXPORT,
+        "test": TEST,
+        "all": TRAIN + BAG + EXPORT + TEST,
+    },
+    zip_safe=True,
+    maintainer="simdistill_ros maintainers",
+    maintainer_email="maintainers@simdistill-ros.invalid",
+    description="Camera-only 3D object detection distilled from a LiDAR+camera teacher (SimDistill), for ROS 2.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={"console_scripts": ["simdistill = simdistill_ros.cli:main"]},
+)

@@ -1,0 +1,51 @@
+"""The `simdistill` command: a thin dispatcher to one module per subcommand.
+
+Each subcommand module exposes `add_arguments(parser)` and `main(args) -> int`; modules are imported
+only when their subcommand runs, so `simdistill bench` never imports the nuScenes devkit and
+`simdistill synth` never builds a network.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("simdistill_ros.demo", "run the tiny detector on generated camera images and print the boxes"),
+    "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
+    "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
+    "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simdistill", description="SimDistill camera-only 3D detection tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"simdistill {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"simdistill {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The view-transform plan: which (camera, depth bin, feature pixel) lands in which BEV cell.
+
+It depends only on calibration, image augmentation and geometry, so at inference it is computed once
+per calibration and cached by a hash of it (NVIDIA CUDA-BEVFusion's geometry update, BEVPoolv2's
+precomputed ranks); during training it is rebuilt per batch (cheap, vectorised). BEV pooling is then
+a scatter-add over these indices (core/model/view_transform.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from simdistill_ros.core.config import GeometryConfig
+from simdistill_ros.core.geometry import bev_cell_index, frustum, lift_to_ego
+
+
+@dataclass(frozen=True)
+class BEVPoolPlan:
+    """Precomputed indices for sum-pooling lifted camera features into the BEV grid.
+
+    For each of P valid frustum points (sorted by BEV cell):
+      depth_index: flat index into depth probabilities of shape B x N x D x fH x fW;
+      pixel_index: flat index into image features of shape B x N x fH x fW;
+      cell_index:  flat index into the BEV grid of shape B x ny x nx.
+    """
+
+    depth_index: Tensor
+    pixel_index: Tensor
+    cell_index: Tensor
+    batch_size: int
+    num_cameras: int
+    bev_size: tuple[int, int]
+
+    @property
+    def num_points(self) -> int:
+        return int(self.cell_index.numel())
+
+    def to(self, device: torch.device | str) -> "BEVPoolPlan":
+        return BEVPoolPlan(self.depth_index.to(device), self.pixel_index.to(device), self.cell_index.to(device),
+                           self.batch_size, self.num_cameras, self.bev_size)
+
+
+def build_bev_pool_plan(
+    geometry: GeometryConfig,
+    K_bn33: Tensor,
+    cam_to_ego_bn44: Tensor,
+    img_aug_bn44: Tensor,
+    bev_aug_b44: Tensor | None = None,
+    camera_valid_bn: Tensor | None = None,
+) -> BEVPoolPlan:
+    """Lift every frustum point, keep those inside the BEV volume (and of valid cameras), and index them.
+
+    Lifting is done in float64 so the plan does not depend on the device's float rounding.
+    """
+    B, N = K_bn33.shape[:2]
+    D = geometry.num_depth_bins
+    fh, fw = geometry.feature_size
+    ny, nx = geometry.bev_size
+    f64 = torch.float64
+    device = K_bn33.device
+    pts = lift_to_ego(frustum(geometry, f64, device), K_bn33.to(f64), cam_to_ego_bn44.to(f64), img_aug_bn44.to(f64),
+                      None if bev_aug_b44 is None else bev_aug_b44.to(f64))
+    cell, inside = bev_cell_index(pts, geometry)  # B x N x D x fH x fW
+    if camera_valid_bn is not None:
+        inside = inside & camera_valid_bn.to(device=device, dtype=torch.bool)[:, :, None, None, None]
+    depth_index = torch.nonzero(inside.reshape(-1), as_tuple=False).squeeze(1)
+    b = depth_index // (N * D * fh * fw)
+    n = (depth_index // (D * fh * fw)) % N
+    hw = depth_index % (fh * fw)
+    pixel_index = (b * N + n) * (fh * fw) + hw
+    cell_index = b * (ny * nx) + cell.reshape(-1)[depth_index]
+    order = torch.argsort(cell_index, stable=True)
+    return BEVPoolPlan(depth_index[order], pixel_index[order], cell_index[order], B, N, (ny, nx))
+
+
+def plan_key(geometry: GeometryConfig, K_n33: np.ndarray, cam_to_ego_n44: np.ndarray, img_aug_n44: np.ndarray,
+             camera_valid_n: np.ndarray | None = None) -> str:
+    """Hash of everything a single-sample plan depends on (values rounded to 1e-6)."""
+    h = hashlib.sha1(repr(geometry).encode())
+    for arr in (K_n33, cam_to_ego_n44, img_aug_n44):
+        h.update(np.round(np.asarray(arr, dtype=np.float64), 6).tobytes())
+    if camera_valid_n is not None:
+        h.update(np.asarray(camera_valid_n, dtype=bool).tobytes())
+    return h.hexdigest()
+
+
+class PlanCache:
+    """LRU cache of single-sample plans keyed by `plan_key`; counts hits and rebuilds."""
+
+    def __init__(self, geometry: GeometryConfig, device: torch.device | str = "cpu", capacity: int = 4) -> None:
+        self.geometry = geometry
+        self.device = torch.device(device)
+        self.capacity = capacity
+        self._plans: OrderedDict[str, BEVPoolPlan] = OrderedDict()
+        self.builds = 0
+        self.hits = 0
+
+    def get(self, K_n33: np.ndarray, cam_to_ego_n44: np.ndarray, img_aug_n44: np.ndarray,
+            camera_valid_n: np.ndarray | None = None) -> BEVPoolPlan:
+        key = plan_key(self.geometry, K_n33, cam_to_ego_n44, img_aug_n44, camera_valid_n)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self.hits += 1
+            self._plans.move_to_end(key)
+            return plan
+
+        def t(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64))[None]
+
+        valid = None if camera_valid_n is None else torch.as_tensor(np.asarray(camera_valid_n, dtype=bool))[None]
+        plan = build_bev_pool_plan(self.geometry, t(K_n33), t(cam_to_ego_n44), t(img_aug_n44), None, valid).to(self.device)
+        self.builds += 1
+        self._plans[key] = plan
+        while len(self._plans) > self.capacity:
+            self._plans.popitem(last=False)
+        return plan
