@@ -6,6 +6,9 @@ Conventions (REP 103): ego x forward, y left, z up; camera optical frame z forwa
 (resize, crop, flip, rotate) sits in [:2, :2] and [:2, 3]; depth passes through. `bev_aug` (4x4) maps
 ego points to the augmented ego frame used in training (identity at inference).
 BEV grids are indexed [row, col] = [y, x]: col = floor((x - x_min) / res), row = floor((y - y_min) / res).
+Pixel coordinates: K follows the usual pinhole/OpenCV form; `img_aug` is applied to those coordinates
+as BEVFusion does, ignoring the half-pixel shift between the integer-centre and [j, j+1) pixel
+conventions (at most 0.5 raw pixels, about 1 cm at 30 m with nuScenes cameras).
 """
 from __future__ import annotations
 

@@ -1,0 +1,106 @@
+"""The Detector end to end on CPU: well-formed Detections from six random 900x1600 images; bad input."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simdistill_ros.core.checkpoint import save_checkpoint
+from simdistill_ros.core.config import DetectorConfig, load_preset
+from simdistill_ros.core.detector import Detector
+from simdistill_ros.core.model.student import Student
+from simdistill_ros.core.types import CameraCalibration, Detections, Frame
+
+from simdistill_ros.core.rig import nuscenes_like_rig
+
+
+def _detector(config: DetectorConfig, **kw: object) -> Detector:
+    torch.manual_seed(0)
+    return Detector(Student(config.model, config.geometry), config, **kw)  # type: ignore[arg-type]
+
+
+def _check_well_formed(det: Detections, config: DetectorConfig) -> None:
+    assert det.boxes.shape == (len(det), 9) and det.boxes.dtype == np.float32
+    assert det.scores.shape == (len(det),) and det.labels.shape == (len(det),)
+    assert np.all(np.isfinite(det.boxes)) and np.all(np.isfinite(det.scores))
+    assert np.all(det.scores >= config.postprocess.score_threshold) and np.all(det.scores <= 1.0)
+    assert np.all(np.diff(det.scores) <= 0), "detections are sorted by score"
+    assert np.all(det.boxes[:, 3:6] > 0)
+    assert det.class_names == config.model.class_names
+    lo, hi = np.array(config.postprocess.post_center_range[:3]), np.array(config.postprocess.post_center_range[3:])
+    assert np.all((det.boxes[:, :3] >= lo) & (det.boxes[:, :3] <= hi))
+
+
+def test_tiny_preset_detects_on_six_random_full_size_images() -> None:
+    config = load_preset("tiny")
+    # an untrained head fires everywhere at ~sigmoid(-2.19)=0.1: use a low threshold so boxes come out
+    det = _detector(config, score_threshold=0.05).detect(
+        Frame(tuple(np.random.default_rng().integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(6)),
+              nuscenes_like_rig(config.model.camera_names), stamp_ns=42))
+    _check_well_formed(det, config)
+    assert len(det) > 0 and det.stamp_ns == 42
+    assert {"preprocess", "plan", "network", "postprocess", "total"} <= set(det.timings_ms)
+
+
+def test_from_checkpoint_matches_in_memory(small_config: DetectorConfig, random_frame: Frame, tmp_path: Path) -> None:
+    det = _detector(small_config, score_threshold=0.05)
+    path = save_checkpoint(tmp_path / "m.pt", det.model.state_dict(), small_config)
+    det2 = Detector.from_checkpoint(path, score_threshold=0.05)
+    a, b = det.detect(random_frame), det2.detect(random_frame)
+    _check_well_formed(a, small_config)
+    assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    assert det.plans.builds == 1
+    det.detect(random_frame)
+    assert det.plans.builds == 1 and det.plans.hits == 1, "the plan is computed once per calibration"
+
+
+def test_wrong_number_of_images(small_config: DetectorConfig, random_frame: Frame) -> None:
+    frame = Frame(random_frame.images[:5], random_frame.calibrations[:5])
+    with pytest.raises(ValueError, match="5 images but the model expects 6 cameras"):
+        _detector(small_config).detect(frame)
+
+
+def test_bad_images_and_calibration_name_the_camera(random_frame: Frame) -> None:
+    calibs = random_frame.calibrations
+    imgs = list(random_frame.images)
+    imgs[2] = imgs[2].astype(np.float32)
+    with pytest.raises(ValueError, match=r"camera 'CAM_BACK_RIGHT' field image: expected dtype uint8"):
+        Frame(tuple(imgs), calibs)
+    imgs = list(random_frame.images)
+    imgs[1] = imgs[1][:, :, :1]
+    with pytest.raises(ValueError, match=r"camera 'CAM_FRONT_RIGHT' field image: expected shape"):
+        Frame(tuple(imgs), calibs)
+    imgs = list(random_frame.images)
+    imgs[0] = imgs[0][:450]
+    with pytest.raises(ValueError, match=r"camera 'CAM_FRONT' field image: size 1600x450"):
+        Frame(tuple(imgs), calibs)
+    c = calibs[3]
+    K = c.K.copy()
+    K[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"camera 'CAM_BACK' field K: contains NaN"):
+        CameraCalibration(c.name, K, c.cam_to_ego, c.image_size)
+    K = c.K.copy()
+    K[0, 0] = 0.0
+    with pytest.raises(ValueError, match=r"camera 'CAM_BACK' field K: singular"):
+        CameraCalibration(c.name, K, c.cam_to_ego, c.image_size)
+    T = c.cam_to_ego.copy()
+    T[:3, :3] *= 2.0
+    with pytest.raises(ValueError, match=r"camera 'CAM_BACK' field cam_to_ego: not a rigid"):
+        CameraCalibration(c.name, c.K, T, c.image_size)
+
+
+def test_masked_camera_changes_only_what_it_sees(small_config: DetectorConfig, random_frame: Frame) -> None:
+    det = _detector(small_config, score_threshold=0.0, max_detections=5000)
+    full = det.detect(random_frame)
+    masked = det.detect(dataclasses.replace(random_frame, valid=(True, True, True, False, True, True)))
+    _check_well_formed(masked, small_config)
+    assert det.plans.builds == 2
+    assert not np.array_equal(full.scores, masked.scores)
+
+
+def test_fp16_on_cpu_is_refused(small_config: DetectorConfig) -> None:
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        _detector(small_config, precision="fp16")

@@ -1,0 +1,142 @@
+"""Camera geometry: projection, lifting and BEV indices against independent hand computations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simdistill_ros.core.config import load_preset
+from simdistill_ros.core.geometry import (
+    bev_cell_index,
+    frustum,
+    image_aug_matrix,
+    inference_image_aug,
+    lift_to_ego,
+    project_to_image,
+)
+from simdistill_ros.core.view_plan import PlanCache, build_bev_pool_plan
+
+
+def random_camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A camera looking roughly horizontally in a random direction, at a random mount position."""
+    yaw = rng.uniform(-math.pi, math.pi)
+    pitch = rng.uniform(-0.1, 0.1)
+    # optical (z fwd, x right, y down) -> body (x fwd, y left, z up)
+    opt_to_body = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], dtype=np.float64)
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    Rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    Ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    T = np.eye(4)
+    T[:3, :3] = Rz @ Ry @ opt_to_body
+    T[:3, 3] = rng.uniform([-1, -1, 1.2], [2, 1, 2.0])
+    f = rng.uniform(800, 1400)
+    K = np.array([[f, 0, rng.uniform(780, 820)], [0, f * rng.uniform(0.98, 1.02), rng.uniform(440, 460)], [0, 0, 1]])
+    return K, T
+
+
+def test_image_aug_matrix_maps_corners() -> None:
+    aug = image_aug_matrix((0.5, 0.5), (10, 20), (300, 100), flip=True)
+    # raw (20, 40) -> resized (10, 20) -> cropped (0, 0) -> flipped to x = 300
+    p = aug @ np.array([20.0, 40.0, 5.0, 1.0])
+    assert np.allclose(p, [300.0, 0.0, 5.0, 1.0])
+    rot = image_aug_matrix((1.0, 1.0), (0, 0), (100, 50), rotate_deg=90.0)
+    centre = rot @ np.array([50.0, 25.0, 1.0, 1.0])
+    assert np.allclose(centre[:2], [50.0, 25.0])  # rotation is about the crop centre
+
+
+def test_inference_aug_is_bevfusion_test_transform() -> None:
+    aug, resized, crop = inference_image_aug((900, 1600), load_preset("r50").geometry)
+    assert resized == (432, 768) and crop == (32, 176)
+    assert np.allclose(aug[:2, :2], np.diag([0.48, 0.48]))
+
+
+def test_project_then_lift_round_trip_with_augmentation() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        K, T = random_camera(rng)
+        aug = image_aug_matrix(tuple(rng.uniform(0.3, 0.6, 2)), tuple(rng.uniform(0, 50, 2)), (352, 128),
+                               flip=bool(rng.integers(2)), rotate_deg=rng.uniform(-5.4, 5.4))
+        # a point 5-40 m in front of this camera
+        cam_pt = np.array([rng.uniform(-3, 3), rng.uniform(-1, 1), rng.uniform(5, 40)])
+        ego_pt = T[:3, :3] @ cam_pt + T[:3, 3]
+        t = lambda a: torch.tensor(a)[None, None]  # noqa: E731
+        uv, depth = project_to_image(torch.tensor(ego_pt)[None, None, None], t(K), t(T), t(aug))
+        assert depth.item() == pytest.approx(cam_pt[2])
+        # independent projection: pinhole, then the 2D affine
+        pix = K @ cam_pt
+        expect_uv = aug[:2, :2] @ (pix[:2] / pix[2]) + aug[:2, 3]
+        assert np.allclose(uv.numpy().reshape(2), expect_uv, atol=1e-6)
+        point = torch.tensor([[[[[*expect_uv, cam_pt[2]]]]]])[0]  # 1 x 1 x 1 x 3 as a D x H x W x 3 frustum
+        back = lift_to_ego(point, t(K), t(T), t(aug))
+        assert np.allclose(back.numpy().reshape(3), ego_pt, atol=1e-6)
+
+
+def test_frustum_point_lands_in_hand_computed_bev_cell() -> None:
+    """Pick frustum cells, compute their 3D position by hand, and find them in the plan's BEV cell."""
+    g = load_preset("tiny").geometry
+    rng = np.random.default_rng(1)
+    K, T = random_camera(rng)
+    aug, _, _ = inference_image_aug((900, 1600), g)
+    plan = build_bev_pool_plan(g, *(torch.tensor(a)[None, None] for a in (K, T, aug)))
+    D, (fh, fw) = g.num_depth_bins, g.feature_size
+    ny, nx = g.bev_size
+    lookup = dict(zip(plan.depth_index.tolist(), plan.cell_index.tolist()))
+    checked = 0
+    for _ in range(200):
+        d, h, w = int(rng.integers(D)), int(rng.integers(fh)), int(rng.integers(fw))
+        u_in = (w + 0.5) * g.feature_stride - 0.5
+        v_in = (h + 0.5) * g.feature_stride - 0.5
+        u_raw = (u_in - aug[0, 3]) / aug[0, 0]
+        v_raw = (v_in - aug[1, 3]) / aug[1, 1]
+        depth = g.depth_min + d * g.depth_step
+        ray = np.linalg.solve(K, [u_raw, v_raw, 1.0]) * depth
+        p = T[:3, :3] @ ray + T[:3, 3]
+        col = math.floor((p[0] - g.x_range[0]) / g.bev_resolution)
+        row = math.floor((p[1] - g.y_range[0]) / g.bev_resolution)
+        inside = 0 <= col < nx and 0 <= row < ny and g.z_range[0] <= p[2] < g.z_range[1]
+        key = (d * fh + h) * fw + w
+        if inside:
+            assert lookup[key] == row * nx + col
+            checked += 1
+        else:
+            assert key not in lookup
+    assert checked > 50
+
+
+def test_bev_cell_index_edges() -> None:
+    g = load_preset("tiny").geometry
+    pts = torch.tensor([[g.x_range[0], g.y_range[0], 0.0], [g.x_range[1] - 1e-3, g.y_range[1] - 1e-3, 0.0],
+                        [g.x_range[1], 0.0, 0.0], [0.0, 0.0, g.z_range[1]]], dtype=torch.float64)
+    flat, inside = bev_cell_index(pts, g)
+    ny, nx = g.bev_size
+    assert inside.tolist() == [True, True, False, False]
+    assert flat[:2].tolist() == [0, ny * nx - 1]
+
+
+def test_plan_cache_rebuilds_only_on_change() -> None:
+    g = load_preset("tiny").geometry
+    rng = np.random.default_rng(2)
+    cams = [random_camera(rng) for _ in range(2)]
+    K = np.stack([c[0] for c in cams])
+    T = np.stack([c[1] for c in cams])
+    aug = np.stack([inference_image_aug((900, 1600), g)[0]] * 2)
+    cache = PlanCache(g)
+    p1 = cache.get(K, T, aug)
+    p2 = cache.get(K.copy(), T.copy(), aug.copy())
+    assert p1 is p2 and cache.builds == 1 and cache.hits == 1
+    T2 = T.copy()
+    T2[0, 0, 3] += 0.5
+    p3 = cache.get(K, T2, aug)
+    assert cache.builds == 2 and not torch.equal(p3.cell_index, p1.cell_index)
+    masked = cache.get(K, T, aug, np.array([True, False]))
+    n_points_cam0 = int((p1.pixel_index < g.feature_size[0] * g.feature_size[1]).sum())
+    assert masked.num_points == n_points_cam0
+
+
+def test_frustum_shape_and_values() -> None:
+    g = load_preset("tiny").geometry
+    f = frustum(g)
+    assert f.shape == (g.num_depth_bins, *g.feature_size, 3)
+    assert f[0, 0, 0].tolist() == pytest.approx([g.feature_stride / 2 - 0.5, g.feature_stride / 2 - 0.5, g.depth_min])
