@@ -1,0 +1,253 @@
+"""The synthetic world as a nuScenes dataroot: devkit compatibility, sensor/annotation agreement,
+velocities, determinism and safe writing. One tiny dataset (2 scenes x 3 samples at 90x160) is shared."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nuscenes.eval.detection.utils import category_to_detection_name
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.data_classes import LidarPointCloud
+from nuscenes.utils.geometry_utils import points_in_box, view_points
+from nuscenes.utils.splits import create_splits_scenes
+from pyquaternion import Quaternion
+
+from simdistill_ros.core.classes import CLASS_NAMES
+from simdistill_ros.core.config import NUSCENES_CAMERAS
+from training.data.synth import generate
+from training.data.synth import rig
+from training.data.synth.render import render_camera
+from training.data.synth.world import make_world
+
+SEED, SCENES, SAMPLES, SIZE, SWEEPS = 5, 2, 3, (90, 160), 2
+VERSION = "v1.0-trainval"
+
+
+@pytest.fixture(scope="module")
+def dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Written through the CLI entry point, with two workers."""
+    from simdistill_ros.cli import main
+
+    out = tmp_path_factory.mktemp("synth") / "nuscenes"
+    rc = main(["synth", "--out", str(out), "--scenes", str(SCENES), "--samples-per-scene", str(SAMPLES),
+               "--seed", str(SEED), "--image-size", *map(str, SIZE), "--sweeps", str(SWEEPS), "--workers", "2"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def nusc(dataroot: Path) -> NuScenes:
+    return NuScenes(version=VERSION, dataroot=str(dataroot), verbose=False)
+
+
+def _scene_index(nusc: NuScenes, sample: dict) -> int:
+    log = nusc.get("log", nusc.get("scene", sample["scene_token"])["log_token"])
+    return int(log["logfile"].rsplit("-", 1)[1])
+
+
+def _lidar_global(nusc: NuScenes, sd_token: str) -> np.ndarray:
+    """Key-frame LiDAR points in the global frame, the devkit's way (3, N)."""
+    sd = nusc.get("sample_data", sd_token)
+    pc = LidarPointCloud.from_file(nusc.get_sample_data_path(sd_token))
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    pc.rotate(Quaternion(cs["rotation"]).rotation_matrix)
+    pc.translate(np.array(cs["translation"]))
+    pc.rotate(Quaternion(pose["rotation"]).rotation_matrix)
+    pc.translate(np.array(pose["translation"]))
+    return pc.points[:3]
+
+
+def _in_box(nusc: NuScenes, ann: str, xyz: np.ndarray) -> np.ndarray:
+    """Mask of points inside an annotation's box (a cheap distance pre-filter, then the devkit)."""
+    box = nusc.get_box(ann)
+    mask = np.linalg.norm(xyz[:2] - box.center[:2, None], axis=0) <= np.linalg.norm(box.wlh) / 2 + 0.5
+    mask[mask] = points_in_box(box, xyz[:, mask])
+    return mask
+
+
+def test_devkit_loads_dataroot_with_all_classes(dataroot: Path, nusc: NuScenes) -> None:
+    assert len(nusc.scene) == SCENES and len(nusc.sample) == SCENES * SAMPLES
+    names = {category_to_detection_name(a["category_name"]) for a in nusc.sample_annotation}
+    assert set(CLASS_NAMES) <= names
+    for sd in nusc.sample_data:
+        assert Path(nusc.get_sample_data_path(sd["token"])).is_file(), sd["filename"]
+    sample = nusc.sample[1]
+    assert set(sample["data"]) == set(NUSCENES_CAMERAS) | {"LIDAR_TOP"}
+    lidar_ts = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["timestamp"]
+    assert lidar_ts == sample["timestamp"]
+    for cam in NUSCENES_CAMERAS:
+        spec = next(c for c in rig.CAMERAS if c.channel == cam)
+        sd = nusc.get("sample_data", sample["data"][cam])
+        assert 7_000 <= sd["timestamp"] - lidar_ts <= 49_000
+        assert (sd["height"], sd["width"]) == SIZE
+        path, boxes, k = nusc.get_sample_data(sd["token"])
+        assert k[0, 0] == pytest.approx(spec.f * SIZE[1] / 1600) and 80 < k[0, 0] < 130  # nuScenes f scaled
+    _, boxes, _ = nusc.get_sample_data(sample["data"]["LIDAR_TOP"])
+    assert len(boxes) == len(sample["anns"]) > 0
+    points = np.fromfile(nusc.get_sample_data_path(sample["data"]["LIDAR_TOP"]), dtype=np.float32).reshape(-1, 5)
+    assert len(points) > 1000 and set(np.unique(points[:, 4])) <= set(range(32))
+    # LiDAR chain: key frames with SWEEPS sweeps between them, linked both ways, increasing in time
+    scene = nusc.scene[0]
+    sd = nusc.get("sample_data", nusc.get("sample", scene["first_sample_token"])["data"]["LIDAR_TOP"])
+    chain = [sd]
+    while sd["next"]:
+        nxt = nusc.get("sample_data", sd["next"])
+        assert nxt["prev"] == sd["token"] and nxt["timestamp"] > sd["timestamp"]
+        chain.append(sd := nxt)
+    assert len(chain) == SAMPLES + (SAMPLES - 1) * SWEEPS
+    assert sum(c["is_key_frame"] for c in chain) == SAMPLES
+    # sizes are (w, l, h); attributes and visibilities are real nuScenes names/tokens
+    cars = [a for a in nusc.sample_annotation if a["category_name"] == "vehicle.car"]
+    assert all(a["size"][0] < a["size"][1] for a in cars)
+    assert {a["visibility_token"] for a in nusc.sample_annotation} <= {"1", "2", "3", "4"}
+    assert {"vehicle.moving", "vehicle.parked", "cycle.with_rider", "pedestrian.moving"} <= {
+        nusc.get("attribute", t)["name"] for a in nusc.sample_annotation for t in a["attribute_tokens"]}
+    # the split: splits.json and the devkit's own split lists agree on every scene
+    splits = json.loads((dataroot / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["val"]) == sorted(s["name"] for s in nusc.scene)
+    assert len(splits["val"]) >= 1
+    devkit = create_splits_scenes()
+    assert set(splits["train"]) <= set(devkit["train"]) and set(splits["val"]) <= set(devkit["val"])
+
+
+def test_num_lidar_pts_counts_keyframe_points_in_box(nusc: NuScenes) -> None:
+    checked = 0
+    for sample in nusc.sample:
+        xyz = _lidar_global(nusc, sample["data"]["LIDAR_TOP"])
+        for ann in sample["anns"]:
+            rec = nusc.get("sample_annotation", ann)
+            n = int(_in_box(nusc, ann, xyz).sum())
+            assert n == rec["num_lidar_pts"], rec["category_name"]
+            checked += n > 0
+    assert checked > 20
+
+
+def test_lidar_points_in_box_project_onto_the_rendered_object(nusc: NuScenes) -> None:
+    """Points inside a box land, in every camera, on pixels where that object was rendered; the
+    renderer's call reproduces the stored JPEG."""
+    import cv2
+
+    hits = total = 0
+    for sample in nusc.sample[:SAMPLES]:
+        scene = _scene_index(nusc, sample)
+        world = make_world(SEED, scene, (SAMPLES - 1) * 0.5)
+        start = nusc.get("sample", nusc.get("scene", sample["scene_token"])["first_sample_token"])["timestamp"]
+        t_key = (sample["timestamp"] - start) * 1e-6
+        centres, _, _ = world.object_state(t_key)
+        xyz = _lidar_global(nusc, sample["data"]["LIDAR_TOP"])
+        frames = {}
+        for cam in rig.CAMERAS:
+            sd = nusc.get("sample_data", sample["data"][cam.channel])
+            frame = render_camera(world, (sd["timestamp"] - start) * 1e-6, cam, SIZE)
+            stored = cv2.imread(nusc.get_sample_data_path(sd["token"]))[..., ::-1].astype(np.int16)
+            assert np.abs(stored - frame.image).mean() < 6.0
+            frames[cam.channel] = (sd, frame)
+        for ann in sample["anns"]:
+            box = nusc.get_box(ann)
+            inside = xyz[:, _in_box(nusc, ann, xyz)]
+            if inside.shape[1] < 5:
+                continue
+            obj = int(np.argmin(np.linalg.norm(centres - box.center, axis=1)))
+            assert np.linalg.norm(centres[obj] - box.center) < 1e-6
+            for sd, frame in frames.values():
+                cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+                pose = nusc.get("ego_pose", sd["ego_pose_token"])
+                p = Quaternion(pose["rotation"]).rotation_matrix.T @ (inside - np.array(pose["translation"])[:, None])
+                p = Quaternion(cs["rotation"]).rotation_matrix.T @ (p - np.array(cs["translation"])[:, None])
+                front = p[2] > 1.0
+                uv = view_points(p[:, front], np.array(cs["camera_intrinsic"]), normalize=True)
+                u, v = np.floor(uv[0]).astype(int), np.floor(uv[1]).astype(int)
+                ok = (u >= 0) & (u < SIZE[1]) & (v >= 0) & (v < SIZE[0])
+                ids = frame.object_id[v[ok], u[ok]]
+                hits += int((ids == obj).sum())
+                total += int(ok.sum())
+    print(f"{hits}/{total} projected in-box points on their object")
+    assert total > 100
+    assert hits / total > 0.85  # the rest: sub-pixel box edges and the 7-49 ms camera delay
+
+
+def test_box_velocity_matches_true_velocity(nusc: NuScenes) -> None:
+    moving, worst = 0, 0.0
+    worlds = [make_world(SEED, i, (SAMPLES - 1) * 0.5) for i in range(SCENES)]
+    for ann in nusc.sample_annotation:
+        sample = nusc.get("sample", ann["sample_token"])
+        world = worlds[_scene_index(nusc, sample)]
+        start = nusc.get("sample", nusc.get("scene", sample["scene_token"])["first_sample_token"])["timestamp"]
+        centres, _, vel = world.object_state((sample["timestamp"] - start) * 1e-6)
+        obj = int(np.argmin(np.linalg.norm(centres - np.array(ann["translation"]), axis=1)))
+        est = nusc.box_velocity(ann["token"])
+        if not ann["prev"] and not ann["next"]:
+            assert np.isnan(est).all()
+            continue
+        speed = np.linalg.norm(vel[obj])
+        # centred differences on the road's arcs are exact to ~1e-3; one-sided ones lag half a step
+        tol = 0.01 * speed + 1e-3 if ann["prev"] and ann["next"] else 0.04 * speed + 1e-3
+        assert np.linalg.norm(est - vel[obj]) <= tol, (ann["category_name"], est, vel[obj])
+        worst = max(worst, np.linalg.norm(est - vel[obj]) / max(speed, 1e-3))
+        moving += speed > 1.0
+    print(f"worst relative velocity error {worst:.4f}")
+    assert moving > 20
+    # instance tracks: first -> next ... -> last, forward in time, prev mirrors next
+    for inst in nusc.instance:
+        ann = nusc.get("sample_annotation", inst["first_annotation_token"])
+        assert ann["prev"] == "" and ann["instance_token"] == inst["token"]
+        count = 1
+        while ann["next"]:
+            nxt = nusc.get("sample_annotation", ann["next"])
+            assert nxt["prev"] == ann["token"]
+            time = nusc.get("sample", nxt["sample_token"])["timestamp"]
+            assert time > nusc.get("sample", ann["sample_token"])["timestamp"]
+            ann, count = nxt, count + 1
+        assert ann["token"] == inst["last_annotation_token"] and count == inst["nbr_annotations"]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_identical_files_other_seed_differs(tmp_path: Path) -> None:
+    kw = dict(scenes=1, samples_per_scene=2, image_size=(45, 80), sweeps=1, progress=False)
+    a = _hashes(generate(tmp_path / "a", seed=11, workers=1, **kw))
+    b = _hashes(generate(tmp_path / "b", seed=11, workers=2, **kw))
+    c = _hashes(generate(tmp_path / "c", seed=12, workers=1, **kw))
+    assert a == b and len(a) > 20
+    assert set(a) != set(c) or any(a[k] != c[k] for k in a)
+    images = [k for k in a if k.endswith(".jpg")]
+    assert images and all(a[k] != c.get(k) for k in images)
+
+
+def test_existing_out_refused_and_failures_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.data.synth.writer as gm
+    from simdistill_ros.cli import main
+
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    kw = dict(scenes=1, samples_per_scene=2, seed=1, image_size=(45, 80), sweeps=0, progress=False)
+    with pytest.raises(FileExistsError):
+        gm.generate(out, **kw)
+    assert main(["synth", "--out", str(out), "--scenes", "1", "--samples-per-scene", "2", "--seed", "1"]) == 2
+    assert (out / "keep.txt").read_text() == "mine"
+    for bad in (dict(scenes=0), dict(samples_per_scene=1), dict(sweeps=-1), dict(version="v9"),
+                dict(image_size=(0, 80))):
+        with pytest.raises(ValueError):
+            gm.generate(tmp_path / "bad", **{**kw, **bad})
+    assert not (tmp_path / "bad").exists()
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("renderer failed")
+
+    monkeypatch.setattr(gm, "render_lidar", boom)
+    with pytest.raises(RuntimeError):
+        gm.generate(out, force=True, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folder left
+    assert (out / "keep.txt").read_text() == "mine"  # the old dataroot survives a failed --force
+    monkeypatch.undo()
+    gm.generate(out, force=True, **kw)
+    assert not (out / "keep.txt").exists() and (out / "v1.0-trainval" / "sample.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
