@@ -1,0 +1,177 @@
+"""`simdistill bench`: median latency per stage and end to end, peak memory, and BEV pooling against a
+naive full-volume reference, for a preset on CPU or CUDA.
+
+Weights are random (latency does not depend on them); inputs are six random 900x1600 uint8 images on a
+nuScenes-like rig. Every stage is timed with device synchronisation after warm-up; figures are medians.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from simdistill_ros.core.config import DetectorConfig, load_preset
+from simdistill_ros.core.detector import Detector
+from simdistill_ros.core.geometry import inference_image_aug
+from simdistill_ros.core.model.student import Student
+from simdistill_ros.core.model.view_transform import bev_pool
+from simdistill_ros.core.postprocess import decode
+from simdistill_ros.core.preprocess import preprocess_images
+from simdistill_ros.core.rig import nuscenes_like_rig
+from simdistill_ros.core.types import Frame
+from simdistill_ros.core.view_plan import BEVPoolPlan
+
+def random_frame(config: DetectorConfig, seed: int = 0) -> Frame:
+    rng = np.random.default_rng(seed)
+    calibs = nuscenes_like_rig(config.model.camera_names)
+    return Frame(tuple(rng.integers(0, 256, (*c.image_size, 3), dtype=np.uint8) for c in calibs), calibs)
+
+
+def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, iters: int) -> tuple[float, Any]:
+    """Median wall time (ms) of fn over iters runs after warmup runs, synchronising the device."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), out
+
+
+def naive_bev_pool(depth_bndhw: torch.Tensor, context_bnchw: torch.Tensor, plan: BEVPoolPlan) -> torch.Tensor:
+    """Reference pooling that materialises the full B x N x D x fH x fW x C frustum volume (LSS's way)."""
+    B, N, D, H, W = depth_bndhw.shape
+    C = context_bnchw.shape[2]
+    volume = depth_bndhw.unsqueeze(-1) * context_bnchw.permute(0, 1, 3, 4, 2).unsqueeze(2)  # B N D H W C
+    points = volume.reshape(-1, C)[plan.depth_index]
+    ny, nx = plan.bev_size
+    out = torch.zeros(B * ny * nx, C, dtype=volume.dtype, device=volume.device)
+    out.index_add_(0, plan.cell_index, points)
+    return out.reshape(B, ny, nx, C).permute(0, 3, 1, 2)
+
+
+def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int) -> dict[str, Any]:
+    config = load_preset(preset)
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    torch.manual_seed(0)
+    detector = Detector(Student(config.model, config.geometry), config, device=device,
+                        precision="fp16" if fp16 else "fp32")
+    model = detector.model
+    frame = random_frame(config)
+    g = config.geometry
+    autocast = torch.autocast("cuda", dtype=torch.float16) if fp16 else nullcontext()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    img_aug = np.stack([inference_image_aug(c.image_size, g)[0] for c in frame.calibrations])
+    plan = detector.plans.get(np.stack([c.K for c in frame.calibrations]),
+                              np.stack([c.cam_to_ego for c in frame.calibrations]), img_aug)
+    stages: dict[str, float] = {}
+    with torch.inference_mode(), autocast:
+        stages["preprocess"], (images, _) = _timer(
+            device, lambda: preprocess_images(list(frame.images), g, device, img_aug=img_aug), warmup, iters)
+        stages["image_encoder"], feats = _timer(device, lambda: model.encode_images(images), warmup, iters)
+        stages["view_transforms"], (bev_a, bev_c, _, _) = _timer(
+            device, lambda: model.view_transforms(feats, plan.depth_index, plan.pixel_index, plan.cell_index),
+            warmup, iters)
+        stages["gcm"], bev_l = _timer(device, lambda: model.compensate_geometry(bev_a), warmup, iters)
+        stages["fuser"], fused = _timer(device, lambda: model.fuse(bev_l, bev_c), warmup, iters)
+        stages["bev_decoder"], decoded = _timer(device, lambda: model.decode(fused), warmup, iters)
+        stages["head"], heads = _timer(device, lambda: model.predict(decoded), warmup, iters)
+        heads = tuple(h.float() for h in heads)
+        stages["postprocess"], _ = _timer(
+            device, lambda: decode(heads, config.model.tasks, g, detector.postprocess), warmup, iters)
+        stages["network"], _ = _timer(
+            device, lambda: model(images, plan.depth_index, plan.pixel_index, plan.cell_index), warmup, iters)
+    end_to_end, det = _timer(device, lambda: detector.detect(frame), warmup, iters)
+
+    # BEV pooling alone: ours (gather valid points + scatter_add) vs the naive full-volume reference
+    B, N = 1, config.model.num_cameras
+    D, (fh, fw), C = g.num_depth_bins, g.feature_size, config.model.context_channels
+    dtype = torch.float16 if fp16 else torch.float32
+    depth = torch.softmax(torch.randn(B, N, D, fh, fw, device=device), dim=2).to(dtype)
+    ctx = torch.randn(B, N, C, fh, fw, device=device).to(dtype)
+    with torch.inference_mode():
+        pool_ms, ours = _timer(device, lambda: bev_pool(depth, ctx, plan), warmup, iters)
+        naive_ms, ref = _timer(device, lambda: naive_bev_pool(depth, ctx, plan), warmup, max(3, iters // 3))
+    elt = depth.element_size()
+    floor_bytes = (depth.numel() + ctx.numel()) * elt + C * plan.bev_size[0] * plan.bev_size[1] * elt
+    pool = {
+        "ms": pool_ms, "naive_ms": naive_ms, "speedup_vs_naive": naive_ms / pool_ms,
+        "max_abs_diff_vs_naive": float((ours.float() - ref.float()).abs().max()),
+        "points": plan.num_points, "volume_points": B * N * D * fh * fw,
+        "floor_bytes": floor_bytes, "effective_GBps_at_floor": floor_bytes / (pool_ms * 1e-3) / 1e9,
+        "naive_volume_bytes": B * N * D * fh * fw * C * elt,
+    }
+    memory: dict[str, float] = {}
+    if device.type == "cuda":
+        memory["peak_allocated_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    memory["process_peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    memory["rss_growth_MiB"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return {
+        "preset": preset, "device": device_name, "precision": "fp16" if fp16 else "fp32",
+        "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "warmup": warmup, "iters": iters, "stages_ms": stages, "end_to_end_ms": end_to_end,
+        "end_to_end_breakdown_ms": det.timings_ms, "bev_pool": pool, "memory": memory,
+        "input": {"cameras": N, "raw_image": [900, 1600], "network_input": list(g.image_size)},
+    }
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()} ({platform.system()})"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"simdistill bench  preset={result['preset']}  device={result['device']} ({result['machine']})  "
+          f"precision={result['precision']}  torch {result['torch']}  median of {result['iters']}")
+    print(f"{'stage':<18}{'ms':>10}")
+    for name, ms in result["stages_ms"].items():
+        print(f"{name:<18}{ms:>10.2f}")
+    print(f"{'end to end':<18}{result['end_to_end_ms']:>10.2f}")
+    p = result["bev_pool"]
+    print(f"BEV pooling: {p['ms']:.2f} ms (naive full volume {p['naive_ms']:.2f} ms, x{p['speedup_vs_naive']:.1f}), "
+          f"{p['points']} of {p['volume_points']} frustum points, max |diff| {p['max_abs_diff_vs_naive']:.2e}, "
+          f"{p['effective_GBps_at_floor']:.1f} GB/s at the traffic floor")
+    print("memory: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="tiny, r50 or a preset YAML path (default tiny)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--fp16", action="store_true", help="half precision (CUDA autocast)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="write the result as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.fp16 and not str(args.device).startswith("cuda"):
+        raise ValueError("--fp16 needs --device cuda")
+    result = run_bench(args.preset, args.device, args.fp16, args.warmup, args.iters)
+    print_table(result)
+    if args.json:
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, args.json)
+    return 0
