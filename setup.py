@@ -47,6 +47,5 @@ setup(
     maintainer_email="maintainers@simdistill-ros.invalid",
     description="Camera-only 3D object detection distilled from a LiDAR+camera teacher (SimDistill), for ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={"console_scripts": ["simdistill = simdistill_ros.cli:main"]},
 )

@@ -1,0 +1,53 @@
+"""The `simdistill` command: dispatch, bench and demo run end to end on tiny inputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from simdistill_ros.cli import main
+from simdistill_ros.core.config import load_preset, save_detector_config
+
+
+def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "bench" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_bench_writes_json_with_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_preset("tiny")
+    small = dataclasses.replace(
+        cfg, geometry=dataclasses.replace(cfg.geometry, image_size=(64, 176), resize_width=192, depth_step=4.0),
+        model=dataclasses.replace(cfg.model, neck_channels=32, context_channels=16, fuser_channels=32,
+                                  decoder_channels=(16, 32, 64), head_channels=16))
+    preset = tmp_path / "small.yaml"
+    save_detector_config(small, preset)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", str(preset), "--warmup", "0", "--iters", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["stages_ms"]) == {"preprocess", "image_encoder", "view_transforms", "gcm", "fuser",
+                                        "bev_decoder", "head", "postprocess", "network"}
+    assert all(v > 0 for v in result["stages_ms"].values()) and result["end_to_end_ms"] > 0
+    assert result["bev_pool"]["max_abs_diff_vs_naive"] < 1e-4
+    assert 0 < result["bev_pool"]["points"] <= result["bev_pool"]["volume_points"]
+    assert "end to end" in capsys.readouterr().out
+
+
+def test_bench_refuses_fp16_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--preset", "tiny", "--fp16"]) == 2
+    assert "--fp16 needs --device cuda" in capsys.readouterr().err
+
+
+def test_demo_generates_a_world_and_prints_boxes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--work", str(tmp_path), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "UNTRAINED" in out and "detections in" in out and "ground truth:" in out
+    assert (tmp_path / "synth-seed0" / "v1.0-trainval" / "sample.json").is_file()
+    # a second run reuses the generated world
+    assert main(["demo", "--work", str(tmp_path), "--top", "1"]) == 0
+    assert "generating" not in capsys.readouterr().out
