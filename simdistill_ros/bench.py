@@ -24,7 +24,7 @@ from simdistill_ros.core.config import DetectorConfig, load_preset
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.geometry import inference_image_aug
 from simdistill_ros.core.model.student import Student
-from simdistill_ros.core.model.view_transform import bev_pool
+from simdistill_ros.core.model.view_transform import DEFAULT_CHANNEL_CHUNK, bev_pool
 from simdistill_ros.core.postprocess import decode
 from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.rig import nuscenes_like_rig
@@ -80,7 +80,7 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     autocast = torch.autocast("cuda", dtype=torch.float16) if fp16 else nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _peak_rss_mib()
 
     img_aug = np.stack([inference_image_aug(c.image_size, g)[0] for c in frame.calibrations])
     plan = detector.plans.get(np.stack([c.K for c in frame.calibrations]),
@@ -103,6 +103,9 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
         stages["network"], _ = _timer(
             device, lambda: model(images, plan.depth_index, plan.pixel_index, plan.cell_index), warmup, iters)
     end_to_end, det = _timer(device, lambda: detector.detect(frame), warmup, iters)
+    memory: dict[str, float] = {"process_peak_rss_MiB": _peak_rss_mib(), "rss_growth_MiB": _peak_rss_mib() - rss0}
+    if device.type == "cuda":
+        memory["peak_allocated_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
 
     # BEV pooling alone: ours (gather valid points + scatter_add) vs the naive full-volume reference
     B, N = 1, config.model.num_cameras
@@ -111,8 +114,9 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     depth = torch.softmax(torch.randn(B, N, D, fh, fw, device=device), dim=2).to(dtype)
     ctx = torch.randn(B, N, C, fh, fw, device=device).to(dtype)
     with torch.inference_mode():
-        pool_ms, ours = _timer(device, lambda: bev_pool(depth, ctx, plan), warmup, iters)
-        naive_ms, ref = _timer(device, lambda: naive_bev_pool(depth, ctx, plan), warmup, max(3, iters // 3))
+        pool_ms, ours, ours_mib = _timed_with_peak(device, lambda: bev_pool(depth, ctx, plan), warmup, iters)
+        naive_ms, ref, naive_mib = _timed_with_peak(device, lambda: naive_bev_pool(depth, ctx, plan), warmup,
+                                                    max(3, iters // 3))
     elt = depth.element_size()
     floor_bytes = (depth.numel() + ctx.numel()) * elt + C * plan.bev_size[0] * plan.bev_size[1] * elt
     pool = {
@@ -120,13 +124,10 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
         "max_abs_diff_vs_naive": float((ours.float() - ref.float()).abs().max()),
         "points": plan.num_points, "volume_points": B * N * D * fh * fw,
         "floor_bytes": floor_bytes, "effective_GBps_at_floor": floor_bytes / (pool_ms * 1e-3) / 1e9,
+        "largest_intermediate_bytes": 2 * DEFAULT_CHANNEL_CHUNK * plan.num_points * elt,
         "naive_volume_bytes": B * N * D * fh * fw * C * elt,
+        "peak_growth_MiB": ours_mib, "naive_peak_growth_MiB": naive_mib,
     }
-    memory: dict[str, float] = {}
-    if device.type == "cuda":
-        memory["peak_allocated_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
-    memory["process_peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    memory["rss_growth_MiB"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     return {
         "preset": preset, "device": device_name, "precision": "fp16" if fp16 else "fp32",
         "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -134,6 +135,25 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
         "end_to_end_breakdown_ms": det.timings_ms, "bev_pool": pool, "memory": memory,
         "input": {"cameras": N, "raw_image": [900, 1600], "network_input": list(g.image_size)},
     }
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed_with_peak(device: torch.device, fn: Callable[[], Any], warmup: int,
+                     iters: int) -> tuple[float, Any, float | None]:
+    """_timer plus the peak memory allocated while fn runs, above what was allocated before (CUDA only:
+    the CPU allocator keeps no such statistic, and the process peak RSS only shows growth past the
+    earlier peak, so None on CPU)."""
+    if device.type != "cuda":
+        ms, out = _timer(device, fn, warmup, iters)
+        return ms, out, None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    ms, out = _timer(device, fn, warmup, iters)
+    return ms, out, (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def _machine(device: torch.device) -> str:
@@ -153,6 +173,10 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"BEV pooling: {p['ms']:.2f} ms (naive full volume {p['naive_ms']:.2f} ms, x{p['speedup_vs_naive']:.1f}), "
           f"{p['points']} of {p['volume_points']} frustum points, max |diff| {p['max_abs_diff_vs_naive']:.2e}, "
           f"{p['effective_GBps_at_floor']:.1f} GB/s at the traffic floor")
+    if p["peak_growth_MiB"] is not None:
+        print(f"BEV pooling peak memory: {p['peak_growth_MiB']:.0f} MiB (naive {p['naive_peak_growth_MiB']:.0f} MiB)")
+    print(f"BEV pooling largest intermediate: {p['largest_intermediate_bytes'] / 2**20:.0f} MiB "
+          f"(naive full volume {p['naive_volume_bytes'] / 2**20:.0f} MiB)")
     print("memory: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
 
 

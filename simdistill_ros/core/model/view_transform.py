@@ -13,11 +13,10 @@ to ONNX (Gather, Mul, ScatterElements(add)) with a dynamic number of points P. F
 `bev_pool` uses an autograd Function that saves only its inputs and recomputes the chunks in backward,
 so no P x C activation is kept for the backward pass either.
 
-Measured on CPU for the r50 preset (6 cameras, 118 bins, 32 x 88 features, C = 80, 360 x 360 grid,
-P = 1.69 M valid of 1.99 M frustum points, B = 1), extra peak memory / time with 1 thread:
-  full B x N x D x fH x fW x C volume, then gather:  1217 MB / 2.1 s;  forward + backward 1866 MB / 7.6 s
-  gathered P x C, one scatter_add:                    1032 MB / 0.9 s;  forward + backward 2091 MB / 3.1 s
-  channel chunks of 8 (this file):                     155 MB / 0.7 s;  forward + backward  235 MB / 1.9 s
+Sizes for the r50 preset (6 cameras, 118 bins, 32 x 88 features, C = 80, P = 1.68 M valid of 1.99 M
+frustum points, fp32): the full volume is 608 MiB, the gathered P x C matrix 513 MiB, one 8-channel
+chunk 51 MiB (gathered, plus as much for its product). `simdistill bench --preset r50` times this
+pooling against the full-volume reference and reports the volume and chunk sizes (docs/benchmarks.md).
 """
 from __future__ import annotations
 
