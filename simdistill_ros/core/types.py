@@ -47,7 +47,10 @@ class CameraCalibration:
         R = T[:3, :3]
         if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0 or not np.allclose(T[3], [0, 0, 0, 1]):
             raise ValueError(f"{where} field cam_to_ego: not a rigid transform (rotation not orthonormal or bad last row)")
-        h, w = (int(v) for v in self.image_size)
+        size = tuple(self.image_size) if isinstance(self.image_size, (tuple, list, np.ndarray)) else ()
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+            raise ValueError(f"{where} field image_size: expected two integers (H, W), got {self.image_size!r}")
+        h, w = (int(v) for v in size)
         if h <= 0 or w <= 0:
             raise ValueError(f"{where} field image_size: must be positive, got {self.image_size}")
         object.__setattr__(self, "K", K)

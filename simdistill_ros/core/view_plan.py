@@ -80,10 +80,11 @@ def build_bev_pool_plan(
 
 def plan_key(geometry: GeometryConfig, K_n33: np.ndarray, cam_to_ego_n44: np.ndarray, img_aug_n44: np.ndarray,
              camera_valid_n: np.ndarray | None = None) -> str:
-    """Hash of everything a single-sample plan depends on (values rounded to 1e-6)."""
+    """Hash of everything a single-sample plan depends on (values rounded to 1e-6; -0.0 counts as 0.0)."""
     h = hashlib.sha1(repr(geometry).encode())
     for arr in (K_n33, cam_to_ego_n44, img_aug_n44):
-        h.update(np.round(np.asarray(arr, dtype=np.float64), 6).tobytes())
+        # + 0.0 turns -0.0 (what a tiny negative value rounds to) into 0.0: their bytes differ
+        h.update((np.round(np.asarray(arr, dtype=np.float64), 6) + 0.0).tobytes())
     if camera_valid_n is not None:
         h.update(np.asarray(camera_valid_n, dtype=bool).tobytes())
     return h.hexdigest()

@@ -90,6 +90,9 @@ def test_bad_images_and_calibration_name_the_camera(random_frame: Frame) -> None
     T[:3, :3] *= 2.0
     with pytest.raises(ValueError, match=r"camera 'CAM_BACK' field cam_to_ego: not a rigid"):
         CameraCalibration(c.name, c.K, T, c.image_size)
+    for size in ((900,), (900.7, 1600), None, (900, 1600, 3)):
+        with pytest.raises(ValueError, match=r"camera 'CAM_BACK' field image_size: expected two integers"):
+            CameraCalibration(c.name, c.K, c.cam_to_ego, size)  # type: ignore[arg-type]
 
 
 def test_masked_camera_changes_only_what_it_sees(small_config: DetectorConfig, random_frame: Frame) -> None:

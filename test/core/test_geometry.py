@@ -1,13 +1,14 @@
 """Camera geometry: projection, lifting and BEV indices against independent hand computations."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from simdistill_ros.core.config import load_preset
+from simdistill_ros.core.config import GeometryConfig, load_preset
 from simdistill_ros.core.geometry import (
     bev_cell_index,
     frustum,
@@ -16,7 +17,7 @@ from simdistill_ros.core.geometry import (
     lift_to_ego,
     project_to_image,
 )
-from simdistill_ros.core.view_plan import PlanCache, build_bev_pool_plan
+from simdistill_ros.core.view_plan import PlanCache, build_bev_pool_plan, plan_key
 
 
 def random_camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,13 +116,17 @@ def test_bev_cell_index_edges() -> None:
     assert flat[:2].tolist() == [0, ny * nx - 1]
 
 
+def two_camera_rig(seed: int, geometry: GeometryConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K 2x3x3, cam_to_ego 2x4x4, img_aug 2x4x4) of two random cameras with 900x1600 images."""
+    rng = np.random.default_rng(seed)
+    cams = [random_camera(rng) for _ in range(2)]
+    aug = np.stack([inference_image_aug((900, 1600), geometry)[0]] * 2)
+    return np.stack([c[0] for c in cams]), np.stack([c[1] for c in cams]), aug
+
+
 def test_plan_cache_rebuilds_only_on_change() -> None:
     g = load_preset("tiny").geometry
-    rng = np.random.default_rng(2)
-    cams = [random_camera(rng) for _ in range(2)]
-    K = np.stack([c[0] for c in cams])
-    T = np.stack([c[1] for c in cams])
-    aug = np.stack([inference_image_aug((900, 1600), g)[0]] * 2)
+    K, T, aug = two_camera_rig(2, g)
     cache = PlanCache(g)
     p1 = cache.get(K, T, aug)
     p2 = cache.get(K.copy(), T.copy(), aug.copy())
@@ -140,3 +145,20 @@ def test_frustum_shape_and_values() -> None:
     f = frustum(g)
     assert f.shape == (g.num_depth_bins, *g.feature_size, 3)
     assert f[0, 0, 0].tolist() == pytest.approx([g.feature_stride / 2 - 0.5, g.feature_stride / 2 - 0.5, g.depth_min])
+
+
+def test_plan_key_depends_on_every_input_but_not_on_the_sign_of_zero() -> None:
+    g = load_preset("tiny").geometry
+    K, T, aug = two_camera_rig(3, g)
+    key = plan_key(g, K, T, aug)
+    # a calibration whose exact zeros come back as tiny negatives (tf jitter) is the same calibration
+    jitter = [a.copy() for a in (K, T, aug)]
+    for a in jitter:
+        a[a == 0.0] = -1e-12
+    assert plan_key(g, *jitter) == key
+    K2 = K.copy()
+    K2[1, 0, 2] += 1.0
+    aug2 = np.stack([inference_image_aug((720, 1280), g)[0]] * 2)
+    others = {plan_key(g, K2, T, aug), plan_key(g, K, T, aug2), plan_key(g, K, T, aug, np.array([True, False])),
+              plan_key(dataclasses.replace(g, depth_step=4.0), K, T, aug)}
+    assert key not in others and len(others) == 4
