@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        import cv2  # noqa: F401
+        import nuscenes  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"the demo reads nuScenes-format data and needs the training extras "
+                         f"(pip install 'simdistill_ros[train]'): {e}") from e
     dataroot = args.dataroot
     if dataroot is None:
         from training.data.synth import generate

@@ -1,4 +1,4 @@
 """ROS-free, dataset-free core: geometry, the student network, pre/post-processing, the Detector.
 
-Imports torch, numpy and the standard library only (a test checks that rclpy and nuscenes stay unloaded).
+Imports torch, numpy, PyYAML (configs) and the standard library only (a test checks that rclpy and nuscenes stay unloaded).
 """

@@ -22,7 +22,6 @@ CLASS_NAMES: tuple[str, ...] = (
 # Box code layout of one task's head output channels, in this order (CenterPoint):
 # reg (dx, dy) 2 | height (z centre) 1 | dim (log l, log w, log h) 3 | rot (sin, cos) 2 | vel (vx, vy) 2 | heatmap n_cls
 BOX_CODE_SIZE = 10
-CODE_WEIGHTS: tuple[float, ...] = (1.0,) * 8 + (0.2, 0.2)
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,3 @@ DEFAULT_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(("pedestrian", "traffic_cone"), "rotate", 0.175, 0.2, (2.5, 4.0)),
 )
 
-
-def class_index(name: str) -> int:
-    """Index of a detection class name in CLASS_NAMES; ValueError naming it when unknown."""
-    try:
-        return CLASS_NAMES.index(name)
-    except ValueError:
-        raise ValueError(f"unknown detection class {name!r}; expected one of {', '.join(CLASS_NAMES)}") from None

@@ -129,7 +129,8 @@ class ModelConfig:
 
     backbone_depth: ResNet depth, 18, 34 or 50.
     neck_channels: image features after the FPN-style neck (256 in the paper).
-    context_channels: channels of each camera BEV map (C=80 in the paper); must divide gcm.num_heads.
+    context_channels: channels of each camera BEV map (C=80 in the paper); even (the GCM's positional
+        embedding is half rows, half columns) and divisible by gcm.num_heads.
     fuser_channels: fused BEV channels (256).
     lidar_channels: channels of the teacher's LiDAR BEV map, the target of the student's CMD projection.
     decoder_channels: BEV decoder stages (128, 256, 512) at strides 2, 4, 4 of the head grid.
@@ -154,6 +155,7 @@ class ModelConfig:
         _require(len(self.decoder_channels) == 3, "model.decoder_channels", "needs 3 stages")
         _require(self.context_channels % self.gcm.num_heads == 0, "model.gcm.num_heads",
                  f"must divide context_channels {self.context_channels}")
+        _require(self.context_channels % 2 == 0, "model.context_channels", "must be even")
         _require(len(self.camera_names) >= 1, "model.camera_names", "needs at least one camera")
         _require(len(set(self.camera_names)) == len(self.camera_names), "model.camera_names", "has duplicates")
         seen: list[str] = []
@@ -161,6 +163,9 @@ class ModelConfig:
             _require(task.nms_type in ("circle", "rotate"), f"model.tasks[{i}].nms_type", "must be circle or rotate")
             _require(len(task.size_scale) == len(task.class_names), f"model.tasks[{i}].size_scale",
                      "needs one factor per class")
+            _require(all(s > 0 for s in task.size_scale), f"model.tasks[{i}].size_scale", "factors must be positive")
+            _require(task.circle_radius > 0, f"model.tasks[{i}].circle_radius", "must be positive")
+            _require(0 < task.nms_iou < 1, f"model.tasks[{i}].nms_iou", "must be in (0, 1)")
             for name in task.class_names:
                 _require(name in CLASS_NAMES, f"model.tasks[{i}].class_names", f"unknown class {name!r}")
                 seen.append(name)
@@ -195,6 +200,9 @@ class PostprocessConfig:
         _require(self.pre_nms_top_k >= 1, "postprocess.pre_nms_top_k", "must be >= 1")
         _require(self.post_nms_max >= 1, "postprocess.post_nms_max", "must be >= 1")
         _require(self.max_detections >= 1, "postprocess.max_detections", "must be >= 1")
+        lo, hi = self.post_center_range[:3], self.post_center_range[3:]
+        _require(all(a < b for a, b in zip(lo, hi)), "postprocess.post_center_range",
+                 f"needs (xmin, ymin, zmin) < (xmax, ymax, zmax), got {self.post_center_range}")
 
 
 @dataclass(frozen=True)

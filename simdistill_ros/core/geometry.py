@@ -143,13 +143,3 @@ def bev_cell_index(points_ego: Tensor, geometry: GeometryConfig) -> tuple[Tensor
     flat = torch.where(inside, row * nx + col, torch.zeros_like(col))
     return flat, inside
 
-
-def bev_cell_centres(geometry: GeometryConfig, head: bool = True) -> tuple[Tensor, Tensor]:
-    """x and y (metres, ego frame) of the centres of the head grid's (or pooling grid's) cells,
-    each ny x nx."""
-    ny, nx = geometry.head_size if head else geometry.bev_size
-    res = geometry.head_resolution if head else geometry.bev_resolution
-    xs = geometry.x_range[0] + (torch.arange(nx, dtype=torch.float64) + 0.5) * res
-    ys = geometry.y_range[0] + (torch.arange(ny, dtype=torch.float64) + 0.5) * res
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return xx, yy

@@ -6,7 +6,6 @@ Every constructor validates and raises a ValueError naming the camera and the fi
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,15 +56,6 @@ class CameraCalibration:
         object.__setattr__(self, "cam_to_ego", T)
         object.__setattr__(self, "image_size", (h, w))
 
-    def digest(self) -> str:
-        """Stable hash of the calibration (used to cache view-transform plans)."""
-        h = hashlib.sha1()
-        h.update(self.name.encode())
-        h.update(np.round(self.K, 6).tobytes())
-        h.update(np.round(self.cam_to_ego, 6).tobytes())
-        h.update(np.asarray(self.image_size, dtype=np.int64).tobytes())
-        return h.hexdigest()
-
 
 @dataclass(frozen=True)
 class Frame:
@@ -98,8 +88,17 @@ class Frame:
             if tuple(img.shape[:2]) != cal.image_size:
                 raise ValueError(f"{where}: size {img.shape[1]}x{img.shape[0]} (WxH) differs from the calibration's "
                                  f"{cal.image_size[1]}x{cal.image_size[0]}")
-        if self.valid is not None and len(self.valid) != len(images):
-            raise ValueError(f"frame field valid: {len(self.valid)} flags for {len(images)} cameras")
+        if self.valid is not None:
+            if len(self.valid) != len(images):
+                raise ValueError(f"frame field valid: {len(self.valid)} flags for {len(images)} cameras")
+            if not all(isinstance(v, (bool, np.bool_)) for v in self.valid):
+                raise ValueError(f"frame field valid: expected booleans, got {list(self.valid)}")
+            if not any(self.valid):
+                raise ValueError("frame field valid: every camera is marked missing")
+            object.__setattr__(self, "valid", tuple(bool(v) for v in self.valid))
+        if isinstance(self.stamp_ns, bool) or not isinstance(self.stamp_ns, (int, np.integer)) or self.stamp_ns < 0:
+            raise ValueError(f"frame field stamp_ns: expected a non-negative integer (nanoseconds), got {self.stamp_ns!r}")
+        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
         object.__setattr__(self, "images", images)
         object.__setattr__(self, "calibrations", calibs)
 

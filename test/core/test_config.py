@@ -77,6 +77,30 @@ def test_invalid_value_is_named() -> None:
         config_from_dict(DetectorConfig, d)
 
 
+def test_value_checks_name_the_field() -> None:
+    for section, key, value, pattern in [
+        ("postprocess", "post_center_range", [1.0, -61.2, -10.0, -1.0, 61.2, 10.0], r"post_center_range"),
+    ]:
+        d = _tiny_dict()
+        d[section][key] = value
+        with pytest.raises(ValueError, match=pattern):
+            config_from_dict(DetectorConfig, d)
+    d = _tiny_dict()
+    d["model"]["context_channels"] = 33
+    d["model"]["gcm"]["num_heads"] = 3
+    with pytest.raises(ValueError, match=r"model\.context_channels': must be even"):
+        config_from_dict(DetectorConfig, d)
+    d["model"]["context_channels"] = 36
+    config_from_dict(DetectorConfig, d)
+    d["model"]["tasks"][0]["nms_iou"] = 1.5
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.nms_iou"):
+        config_from_dict(DetectorConfig, d)
+    d = _tiny_dict()
+    d["model"]["tasks"][5]["size_scale"] = [2.5, 0.0]
+    with pytest.raises(ValueError, match=r"tasks\[5\]\.size_scale"):
+        config_from_dict(DetectorConfig, d)
+
+
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("geometry: [1, 2\n")

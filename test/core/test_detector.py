@@ -95,13 +95,32 @@ def test_bad_images_and_calibration_name_the_camera(random_frame: Frame) -> None
             CameraCalibration(c.name, c.K, c.cam_to_ego, size)  # type: ignore[arg-type]
 
 
-def test_masked_camera_changes_only_what_it_sees(small_config: DetectorConfig, random_frame: Frame) -> None:
+def test_masked_camera_image_has_no_influence(small_config: DetectorConfig, random_frame: Frame) -> None:
     det = _detector(small_config, score_threshold=0.0, max_detections=5000)
+    valid = (True, True, True, False, True, True)
     full = det.detect(random_frame)
-    masked = det.detect(dataclasses.replace(random_frame, valid=(True, True, True, False, True, True)))
+    masked = det.detect(dataclasses.replace(random_frame, valid=valid))
     _check_well_formed(masked, small_config)
     assert det.plans.builds == 2
-    assert not np.array_equal(full.scores, masked.scores)
+    assert not np.array_equal(full.scores, masked.scores), "masking a camera changes the result"
+    images = list(random_frame.images)
+    images[3] = np.random.default_rng().integers(0, 256, images[3].shape, dtype=np.uint8)
+    other = det.detect(dataclasses.replace(random_frame, images=tuple(images), valid=valid))
+    assert np.array_equal(masked.scores, other.scores) and np.array_equal(masked.boxes, other.boxes), \
+        "a masked camera's pixels must not reach the output"
+    changed = det.detect(dataclasses.replace(random_frame, images=tuple(images)))
+    assert not np.array_equal(full.scores, changed.scores), "an unmasked camera's pixels do reach it"
+
+
+def test_frame_flags_and_stamp_are_checked(random_frame: Frame) -> None:
+    with pytest.raises(ValueError, match="field valid: expected booleans"):
+        dataclasses.replace(random_frame, valid=(True, "no", True, True, True, True))
+    with pytest.raises(ValueError, match="every camera is marked missing"):
+        dataclasses.replace(random_frame, valid=(False,) * 6)
+    with pytest.raises(ValueError, match="field stamp_ns"):
+        dataclasses.replace(random_frame, stamp_ns=-1)
+    with pytest.raises(ValueError, match="field stamp_ns"):
+        dataclasses.replace(random_frame, stamp_ns=1.5)
 
 
 def test_fp16_on_cpu_is_refused(small_config: DetectorConfig) -> None:
