@@ -19,8 +19,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ import numpy as np
 
 from simdistill_ros.core.classes import CLASS_NAMES
 from simdistill_ros.core.types import Detections
+from training.fsutil import atomic_dir, check_absent, write_bytes_atomic
 
 if TYPE_CHECKING:
     from nuscenes.eval.common.data_classes import EvalBoxes
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 DEFAULT_ATTRIBUTES: dict[str, str] = {
     "car": "vehicle.parked",
     "truck": "vehicle.parked",
-    "bus": "vehicle.parked",
+    "bus": "vehicle.moving",
     "trailer": "vehicle.parked",
     "construction_vehicle": "vehicle.parked",
     "pedestrian": "pedestrian.moving",
@@ -105,25 +104,15 @@ def predictions_to_results(preds: Mapping[str, Detections], ego_to_global: Mappi
 
 def write_json_atomic(obj: Any, path: str | os.PathLike[str], force: bool = False) -> Path:
     """Write JSON via a temporary file and a rename; an existing file is kept unless force."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(json.dumps(obj).encode(), path, force)
 
 
 # ----------------------------------------------------------------------------------------------------
 # loading and checking a results file
 
 def _check_box(path: Path, token: str, i: int, box: Any) -> None:
+    from nuscenes.eval.detection.constants import ATTRIBUTE_NAMES
+
     where = f"{path}: sample {token} box {i}"
     if not isinstance(box, dict):
         raise ValueError(f"{where}: expected an object, got {type(box).__name__}")
@@ -138,12 +127,12 @@ def _check_box(path: Path, token: str, i: int, box: Any) -> None:
     if box.get("detection_name") not in CLASS_NAMES:
         raise ValueError(f"{where}: unknown detection_name {box.get('detection_name')!r}")
     score = box.get("detection_score")
-    if not isinstance(score, (int, float)) or not math.isfinite(score):
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
         raise ValueError(f"{where}: detection_score must be a finite number, got {score!r}")
     if min(box["size"]) <= 0 or sum(x * x for x in box["rotation"]) < 1e-12:
         raise ValueError(f"{where}: non-positive size or zero rotation quaternion")
-    if not isinstance(box.get("attribute_name", ""), str):
-        raise ValueError(f"{where}: attribute_name must be a string")
+    if box.get("attribute_name", "") not in ("", *ATTRIBUTE_NAMES):
+        raise ValueError(f"{where}: unknown attribute_name {box.get('attribute_name')!r}")
 
 
 def load_results(path: str | os.PathLike[str], max_boxes_per_sample: int = 500) -> tuple[EvalBoxes, dict[str, Any]]:
@@ -215,18 +204,6 @@ def summarize(devkit_summary: Mapping[str, Any], num_samples: int) -> dict[str, 
     })
 
 
-def _publish_dir(tmp: Path, out: Path, force: bool) -> None:
-    if out.exists():
-        if not force:
-            raise FileExistsError(f"output folder {out} exists; pass --force to replace it")
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def score(gt: EvalBoxes, pred: EvalBoxes, meta: Mapping[str, Any] | None = None,
           out_dir: str | os.PathLike[str] | None = None, render_curves: bool = False, force: bool = False,
           config: DetectionConfig | None = None) -> dict[str, Any]:
@@ -239,9 +216,8 @@ def score(gt: EvalBoxes, pred: EvalBoxes, meta: Mapping[str, Any] | None = None,
     matplotlib.use("Agg")
     from nuscenes.eval.detection.evaluate import DetectionEval
 
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and out.exists() and not force:
-        raise FileExistsError(f"output folder {out} exists; pass --force to replace it")
+    if out_dir is not None:
+        check_absent(out_dir, force, "output folder")
     ev = DetectionEval.__new__(DetectionEval)
     ev.cfg = config or detection_config()
     ev.gt_boxes, ev.pred_boxes = gt, pred
@@ -253,11 +229,9 @@ def score(gt: EvalBoxes, pred: EvalBoxes, meta: Mapping[str, Any] | None = None,
     summary = metrics.serialize()
     summary["meta"] = ev.meta
     result = summarize(summary, len(gt.sample_tokens))
-    if out is None:
+    if out_dir is None:
         return result
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
-    try:
+    with atomic_dir(out_dir, force) as tmp:
         ev.output_dir = str(tmp)
         ev.plot_dir = str(tmp / "plots")
         os.makedirs(ev.plot_dir)
@@ -268,10 +242,6 @@ def score(gt: EvalBoxes, pred: EvalBoxes, meta: Mapping[str, Any] | None = None,
             plt.close("all")
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         (tmp / "metrics_details.json").write_text(json.dumps(_clean(md_list.serialize())))
-        _publish_dir(tmp, out, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
@@ -335,8 +305,8 @@ def evaluate_results(dataroot: str | os.PathLike[str], version: str, split: str,
 
     from training.data.nuscenes import check_dataroot, load_nuscenes, split_samples, split_scene_names, splits_file
 
-    if out_dir is not None and Path(out_dir).exists() and not force:
-        raise FileExistsError(f"output folder {out_dir} exists; pass --force to replace it")
+    if out_dir is not None:
+        check_absent(out_dir, force, "output folder")
     check_dataroot(dataroot, version)
     scenes = split_scene_names(dataroot, version, split)
     pred, meta = load_results(results_path)
@@ -345,7 +315,8 @@ def evaluate_results(dataroot: str | os.PathLike[str], version: str, split: str,
     if not tokens:
         raise ValueError(f"split {split!r} of {dataroot} has no samples")
     missing = [t for t in tokens if t not in pred.boxes]
-    extra = [t for t in pred.sample_tokens if t not in set(tokens)]
+    token_set = set(tokens)
+    extra = [t for t in pred.sample_tokens if t not in token_set]
     if missing or extra:
         raise ValueError(f"results file {results_path} does not match split {split!r}: "
                          f"{len(missing)} samples missing (e.g. {missing[:3]}), {len(extra)} not in the split "

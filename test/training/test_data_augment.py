@@ -1,28 +1,34 @@
 """training.data.augment: image and BEV augmentation stay geometrically consistent."""
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from simdistill_ros.core.config import GeometryConfig
+from simdistill_ros.core.config import GeometryConfig, load_preset
 from simdistill_ros.core.geometry import lift_to_ego, project_to_image
 from simdistill_ros.core.preprocess import preprocess_images
 from training.data.augment import (
     BevAugConfig,
     ImageAugConfig,
     bev_aug_matrix,
-    box_corners,
     eval_image_aug,
-    points_in_boxes,
     sample_bev_aug,
     sample_image_aug,
     transform_boxes,
     transform_points,
 )
 
+_bspec = importlib.util.spec_from_file_location("_box_helpers_augment", Path(__file__).with_name("box_helpers.py"))
+box_helpers = importlib.util.module_from_spec(_bspec)
+_bspec.loader.exec_module(box_helpers)
+box_corners, points_in_boxes = box_helpers.box_corners, box_helpers.points_in_boxes
+
+R50, TINY = load_preset("r50").geometry, load_preset("tiny").geometry
 R_OPT = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
@@ -53,7 +59,7 @@ def test_box_corner_projects_to_same_pixel(seed: int) -> None:
     corners = box_corners(boxes).reshape(-1, 3)
     uv_raw, depth = project_to_image(_t(corners)[None, None], _t(K)[None, None], _t(cam_to_ego)[None, None])
     assert bool((depth > 0).all())
-    img_aug = sample_image_aug((900, 1600), (256, 704), ImageAugConfig(flip_prob=0.5), rng)
+    img_aug = sample_image_aug((900, 1600), R50, ImageAugConfig(flip_prob=0.5), rng)
     bev_aug = sample_bev_aug(BevAugConfig(), rng) if seed else bev_aug_matrix(0.3, 1.04, True, True)
     expected = uv_raw[0, 0].numpy() @ img_aug[:2, :2].T + img_aug[:2, 3]
 
@@ -114,7 +120,7 @@ def test_image_warp_follows_matrix() -> None:
     for _ in range(3):
         img = np.zeros((900, 1600, 3), np.uint8)
         img[600:608, 700:708] = 255  # centre at continuous (704, 604)
-        aug = sample_image_aug((900, 1600), (256, 704), ImageAugConfig(flip_prob=0.5), rng)
+        aug = sample_image_aug((900, 1600), geometry, ImageAugConfig(flip_prob=0.5), rng)
         out, _ = preprocess_images([img], geometry, "cpu", img_aug=[aug])
         heat = out[0, 0, 0].numpy()
         i, j = np.unravel_index(np.argmax(heat), heat.shape)
@@ -124,6 +130,40 @@ def test_image_warp_follows_matrix() -> None:
     aug = eval_image_aug((900, 1600), geometry)
     np.testing.assert_allclose(aug[:2, :2], np.eye(2) * 0.48)
     np.testing.assert_allclose(aug[:2, 3], [-32.0, -176.0])
+
+
+def _train_scales(raw_hw: tuple[int, int], geometry: GeometryConfig, n: int = 400) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    cfg = ImageAugConfig(flip_prob=0.0, rotate_range_deg=(0.0, 0.0))
+    return np.array([sample_image_aug(raw_hw, geometry, cfg, rng)[0, 0] for _ in range(n)])
+
+
+def test_resize_range_is_bevfusions_for_r50_on_1600x900() -> None:
+    """(a) r50 on 1600x900: exactly BEVFusion's ImageAug3D draw (uniform 0.38-0.55, same rng stream)."""
+    scales = _train_scales((900, 1600), R50)
+    rng = np.random.default_rng(7)
+    want = []
+    for _ in range(len(scales)):
+        want.append(rng.uniform(0.38, 0.55))
+        rng.uniform(0.0, 0.0), rng.uniform(0, 1), rng.random(), rng.uniform(0.0, 0.0)  # crop y/x, flip, rotate
+    np.testing.assert_array_equal(scales, want)
+    assert scales.min() > 0.38 and scales.max() < 0.55 and eval_image_aug((900, 1600), R50)[0, 0] == 0.48
+
+
+@pytest.mark.parametrize(("raw_hw", "preset"), [((900, 1600), "tiny"), ((450, 800), "r50"), ((225, 400), "tiny"),
+                                                 ((1080, 1920), "r50"), ((90, 160), "tiny")])
+def test_train_scales_are_centred_on_the_test_scale(raw_hw: tuple[int, int], preset: str) -> None:
+    """(b) any raw size and preset: train scale / test scale spans 0.38/0.48 .. 0.55/0.48, as in the paper
+    (tiny on 1600x900: test 0.24, train 0.19-0.275)."""
+    geometry = {"r50": R50, "tiny": TINY}[preset]
+    test = eval_image_aug(raw_hw, geometry)[0, 0]
+    ratio = _train_scales(raw_hw, geometry) / test
+    assert ratio.min() >= 0.38 / 0.48 - 1e-9 and ratio.max() <= 0.55 / 0.48 + 1e-9
+    assert ratio.min() < 0.38 / 0.48 + 0.02 and ratio.max() > 0.55 / 0.48 - 0.02
+    if raw_hw == (900, 1600) and preset == "tiny":
+        assert test == pytest.approx(0.24)
+        scales = ratio * test
+        assert scales.min() == pytest.approx(0.19, abs=0.003) and scales.max() == pytest.approx(0.275, abs=0.003)
 
 
 def test_bad_aug_configs() -> None:

@@ -10,18 +10,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from simdistill_ros.core.config import GeometryConfig
-from training.data.augment import BevAugConfig, ImageAugConfig, points_in_boxes, transform_boxes, transform_points
+from training.data.augment import BevAugConfig, ImageAugConfig, transform_boxes, transform_points
 from training.data.dataset import CameraDetectionDataset, CBGSSampler, cbgs_indices, collate
-from training.data.nuscenes import build_infos, load_points
+from training.data.lidar import load_points
+from training.data.nuscenes import build_infos
 
 _spec = importlib.util.spec_from_file_location("_minidb_dataset", Path(__file__).with_name("test_data_minidb.py"))
 minidb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(minidb)
+_bspec = importlib.util.spec_from_file_location("_box_helpers_dataset", Path(__file__).with_name("box_helpers.py"))
+box_helpers = importlib.util.module_from_spec(_bspec)
+_bspec.loader.exec_module(box_helpers)
+points_in_boxes = box_helpers.points_in_boxes
 
 GEOMETRY = GeometryConfig(image_size=(32, 64), resize_width=64, feature_stride=8, depth_min=1.0, depth_max=60.0,
                           depth_step=1.0, x_range=(-54.0, 54.0), y_range=(-54.0, 54.0), z_range=(-5.0, 3.0),
                           bev_resolution=0.6, bev_downsample=2)
-TALL = (-54.0, -54.0, -5.0, 54.0, 54.0, 6.0)  # the trailer reaches above the default 3 m
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +36,7 @@ def infos(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 def test_train_sample_is_consistent(infos: list) -> None:
     torch.manual_seed(0)
-    ds = CameraDetectionDataset(infos, GEOMETRY, ImageAugConfig(resize_range=(0.4, 0.55)), BevAugConfig(),
-                                point_range=TALL)
+    ds = CameraDetectionDataset(infos, GEOMETRY, ImageAugConfig(resize_range=(0.4, 0.55)), BevAugConfig())
     item = ds[2]
     assert item["images"].shape == (6, 3, 32, 64) and item["images"].dtype == torch.float32
     assert item["K"].shape == (6, 3, 3) and item["cam_to_ego"].shape == (6, 4, 4) and item["img_aug"].shape == (6, 4, 4)
@@ -56,7 +59,7 @@ def test_train_sample_is_consistent(infos: list) -> None:
 
 
 def test_eval_sample_and_collate(infos: list) -> None:
-    ds = CameraDetectionDataset(infos, GEOMETRY, load_lidar=True, max_sweeps=2, point_range=TALL)
+    ds = CameraDetectionDataset(infos, GEOMETRY, load_lidar=True, max_sweeps=2)
     item = ds[1]
     assert torch.equal(item["bev_aug"], torch.eye(4))
     np.testing.assert_allclose(item["gt_boxes"].double().numpy(), infos[1].gt_boxes, atol=1e-4)
@@ -68,6 +71,26 @@ def test_eval_sample_and_collate(infos: list) -> None:
     for i in range(3):
         assert torch.all(batch["points"][i, n[i]:] == 0)
     assert batch["gt_boxes"].shape == (3, 11, 9) and batch["gt_mask"].all() and batch["tokens"][0] == infos[0].token
+
+
+def test_default_point_range_is_bevfusions_lidar_range_in_ego(infos: list, tmp_path: Path) -> None:
+    """BEVFusion keeps z in [-5, 3] in the LiDAR frame; ego z = LiDAR z + 1.84 (nuScenes LIDAR_TOP height),
+    so points 3..4.84 m above the ground (the 3.8 m trailer's top) stay and points below -3.16 m go."""
+    from dataclasses import replace
+
+    from training.data.dataset import DEFAULT_POINT_RANGE, LIDAR_HEIGHT
+
+    assert LIDAR_HEIGHT == pytest.approx(1.84) and DEFAULT_POINT_RANGE[2::3] == pytest.approx((-3.16, 4.84))
+    lidar = infos[0].lidar_to_ego.copy()
+    lidar[2, 3] = LIDAR_HEIGHT
+    z = np.array([-3.5, -3.0, 4.0, 4.5, 5.0])  # ego z of points straight ahead of the car
+    raw = np.zeros((len(z), 5), np.float32)
+    raw[:, 0], raw[:, 2] = 10.0, z - LIDAR_HEIGHT
+    path = tmp_path / "probe.pcd.bin"
+    raw.tofile(path)
+    probe = CameraDetectionDataset([replace(infos[0], lidar_path=path, sweeps=(), lidar_to_ego=lidar)], GEOMETRY,
+                                   max_sweeps=0)
+    np.testing.assert_allclose(np.sort(probe[0]["points"].numpy()[:, 2]), [-3.0, 4.0, 4.5], atol=1e-5)
 
 
 def test_collate_pads_empty_samples() -> None:

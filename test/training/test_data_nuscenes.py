@@ -11,12 +11,17 @@ import pytest
 from pyquaternion import Quaternion
 
 from simdistill_ros.core.config import NUSCENES_CAMERAS
+from training.data import info_cache
 from training.data import nuscenes as nd
+from training.data.lidar import load_points, read_lidar_file
 
 _spec = importlib.util.spec_from_file_location("_minidb_nuscenes", Path(__file__).with_name("test_data_minidb.py"))
 minidb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(minidb)
 write_mini_dataroot = minidb.write_mini_dataroot
+_bspec = importlib.util.spec_from_file_location("_box_helpers_nuscenes", Path(__file__).with_name("box_helpers.py"))
+box_helpers = importlib.util.module_from_spec(_bspec)
+_bspec.loader.exec_module(box_helpers)
 
 SPLITS = {"train": ["scene-a"], "val": ["scene-b"]}
 
@@ -76,13 +81,12 @@ def test_infos_filters_and_sweeps(dataroot: Path, tmp_path: Path) -> None:
 
 
 def test_points_in_key_ego_frame(dataroot: Path, tmp_path: Path) -> None:
-    from training.data.augment import points_in_boxes
-
+    points_in_boxes = box_helpers.points_in_boxes
     info = nd.build_infos(dataroot, "v1.0-trainval", "train", cache_dir=tmp_path)[2]
-    pts = nd.load_points(info)
+    pts = load_points(info)
     assert pts.dtype == np.float32 and pts.shape[1] == 5
     key = pts[pts[:, 4] == 0]
-    assert len(key) == len(nd.read_lidar_file(info.lidar_path))
+    assert len(key) == len(read_lidar_file(info.lidar_path))
     # every box with points holds exactly its num_lidar_pts key-frame points (points are strictly inside)
     inside = points_in_boxes(key[:, :3].astype(np.float64), info.gt_boxes)
     np.testing.assert_array_equal(inside.sum(0), info.gt_num_lidar_pts)
@@ -118,6 +122,15 @@ def test_cache_hit_and_invalidation(dataroot: Path, tmp_path: Path, monkeypatch:
     assert list((work / ".simdistill_cache").glob("*.npz"))
 
 
+@pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 truncated zip"])
+def test_corrupt_cache_is_rebuilt(dataroot: Path, tmp_path: Path, garbage: bytes) -> None:
+    path = info_cache.cache_path(dataroot, "v1.0-trainval", "val", nd.MAX_SWEEPS, cache_dir=tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(garbage)
+    assert len(nd.build_infos(dataroot, "v1.0-trainval", "val", cache_dir=tmp_path)) == 3
+    assert path.stat().st_size > len(garbage)  # replaced by a good cache
+
+
 def test_predefined_mini_splits(tmp_path: Path) -> None:
     root = write_mini_dataroot(tmp_path / "mini", version="v1.0-mini", scenes=("scene-0061", "scene-0103"))
     val = nd.build_infos(root, "v1.0-mini", "val", cache_dir=tmp_path)
@@ -145,4 +158,4 @@ def test_bad_dataroots(dataroot: Path, tmp_path: Path) -> None:
     info = nd.build_infos(dataroot, "v1.0-trainval", "val", cache_dir=tmp_path)[0]
     gone = info.lidar_path.with_name("missing.pcd.bin")
     with pytest.raises(FileNotFoundError, match="missing.pcd.bin"):
-        nd.read_lidar_file(gone)
+        read_lidar_file(gone)

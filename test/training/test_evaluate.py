@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,14 @@ def test_bad_results_and_dataroots(synthetic: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"sample {token} box 0: unknown detection_name"):
         run(r)
     r = _results(infos)
+    r["results"][token][0]["attribute_name"] = "vehicle.flying"
+    with pytest.raises(ValueError, match=f"sample {token} box 0: unknown attribute_name 'vehicle.flying'"):
+        run(r)
+    r = _results(infos)
+    r["results"][token][0]["detection_score"] = True
+    with pytest.raises(ValueError, match=f"sample {token} box 0: detection_score must be a finite number, got True"):
+        run(r)
+    r = _results(infos)
     del r["results"][token]
     with pytest.raises(ValueError, match=f"1 samples missing .*{token}"):
         run(r)
@@ -161,3 +171,28 @@ def test_bad_results_and_dataroots(synthetic: Path, tmp_path: Path) -> None:
         ev.predictions_to_results(nan_preds, {i.token: i.ego_to_global for i in infos})
     with pytest.raises(FileExistsError):
         ev.write_json_atomic({}, good)
+
+
+def test_outputs_get_umask_permissions(synthetic: Path, tmp_path: Path) -> None:
+    """The eval folder and results JSON are published like a plain mkdir / open (not owner-only)."""
+    infos = build_infos(synthetic, "v1.0-trainval", "val", box_range=None, cache_dir=tmp_path)
+    old = os.umask(0o022)
+    try:
+        res = _write(tmp_path / "res.json", infos, _gt_predictions(infos))
+        out = tmp_path / "eval"
+        gt = {i.token: Detections(i.gt_boxes, np.ones(len(i.gt_boxes)), [CLASS_NAMES.index(n) for n in i.gt_names],
+                                  CLASS_NAMES) for i in infos}
+        ev.evaluate_boxes(gt, _gt_predictions(infos), out_dir=out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and stat.S_IMODE(res.stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "metrics.json").stat().st_mode) == 0o644
+
+
+def test_default_attributes_are_mmdet3d_defaults() -> None:
+    """mmdet3d's NuScenesDataset.DefaultAttribute (bus defaults to moving, the other vehicles to parked)."""
+    assert ev.DEFAULT_ATTRIBUTES == {
+        "car": "vehicle.parked", "pedestrian": "pedestrian.moving", "trailer": "vehicle.parked",
+        "truck": "vehicle.parked", "bus": "vehicle.moving", "motorcycle": "cycle.without_rider",
+        "construction_vehicle": "vehicle.parked", "bicycle": "cycle.without_rider", "barrier": "",
+        "traffic_cone": ""}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +253,23 @@ def test_existing_out_refused_and_failures_leave_nothing(tmp_path: Path, monkeyp
     gm.generate(out, force=True, **kw)
     assert not (out / "keep.txt").exists() and (out / "v1.0-trainval" / "sample.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_published_dataroot_gets_umask_permissions(tmp_path: Path) -> None:
+    """The dataroot folder is published like a plain mkdir (not mkdtemp's owner-only 0o700)."""
+    old = os.umask(0o022)
+    try:
+        out = generate(tmp_path / "data", scenes=1, samples_per_scene=2, seed=1, image_size=(45, 80), sweeps=0,
+                       progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_jpeg_encoding_failure_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.data.synth.writer as gm
+
+    assert len(gm.encode_jpeg(np.zeros((8, 8, 3), np.uint8))) > 0
+    monkeypatch.setattr(gm.cv2, "imencode", lambda *a: (False, None))
+    with pytest.raises(RuntimeError, match="JPEG encoding"):
+        gm.encode_jpeg(np.zeros((8, 8, 3), np.uint8))

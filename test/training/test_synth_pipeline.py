@@ -5,6 +5,7 @@ One dataroot (2 scenes x 3 key frames at 90x160, 2 sweeps) is generated once for
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -22,12 +23,18 @@ from simdistill_ros.core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from simdistill_ros.core.types import Detections
 from simdistill_ros.demo import load_frame
 from training import evaluate as ev
-from training.data.augment import BevAugConfig, ImageAugConfig, points_in_boxes, transform_points
+from training.data.augment import BevAugConfig, ImageAugConfig, transform_points
 from training.data.dataset import CameraDetectionDataset, collate
-from training.data.nuscenes import DEFAULT_BOX_RANGE, build_infos, load_points
+from training.data.lidar import load_points
+from training.data.nuscenes import DEFAULT_BOX_RANGE, build_infos
 from training.data.synth import generate, rig
 from training.data.synth.render import render_camera
 from training.data.synth.world import ANNOTATION_RANGE, make_world
+
+_bspec = importlib.util.spec_from_file_location("_box_helpers_pipeline", Path(__file__).with_name("box_helpers.py"))
+box_helpers = importlib.util.module_from_spec(_bspec)
+_bspec.loader.exec_module(box_helpers)
+points_in_boxes = box_helpers.points_in_boxes
 
 SEED, SCENES, SAMPLES, SIZE, SWEEPS = 3, 2, 3, (90, 160), 2
 VERSION = "v1.0-trainval"

@@ -20,9 +20,19 @@ from simdistill_ros.core.config import GeometryConfig
 from simdistill_ros.core.geometry import image_aug_matrix, inference_image_aug
 
 
+# BEVFusion's test-time resize of a 1600x900 image (to 768 x 432, then cropped to 256 x 704): the scale
+# that ImageAugConfig.resize_range is relative to.
+REFERENCE_TEST_SCALE = 0.48
+
+
 @dataclass(frozen=True)
 class ImageAugConfig:
-    """resize_range: scale factors of the raw image (0.38-0.55 of 1600x900 in the paper);
+    """resize_range: the paper's resize factors (0.38-0.55 of a 1600x900 image, whose test resize is
+    REFERENCE_TEST_SCALE = 0.48), rescaled to each image's own test-time scale: a raw image of width W is
+    resized by uniform(resize_range) * s / 0.48, where s is its deterministic test resize
+    (core.geometry.inference_image_aug: normally geometry.resize_width / W). So training scales keep the same
+    ratio to the test scale for any raw size and preset: BEVFusion's 0.38-0.55 exactly for 1600x900
+    images with r50 (1600 -> 768), 0.19-0.275 with tiny (1600 -> 384), 0.76-1.1 for 800x450 with r50;
     bottom_crop_range: fraction of the resized height left out below the crop (0, 0 = bottom aligned);
     flip_prob: probability of a horizontal mirror; rotate_range_deg: uniform rotation range."""
 
@@ -58,12 +68,14 @@ class BevAugConfig:
                 raise ValueError(f"BevAugConfig.{name} must be in [0, 1]")
 
 
-def sample_image_aug(raw_size_hw: tuple[int, int], out_size_hw: tuple[int, int], cfg: ImageAugConfig,
+def sample_image_aug(raw_size_hw: tuple[int, int], geometry: GeometryConfig, cfg: ImageAugConfig,
                      rng: np.random.Generator) -> np.ndarray:
-    """A random 4x4 img_aug for one raw image (BEVFusion's ImageAug3D sampling)."""
+    """A random 4x4 img_aug for one raw image (BEVFusion's ImageAug3D sampling), cropped to
+    geometry.image_size, with resize factors relative to the test-time scale (ImageAugConfig)."""
     raw_h, raw_w = raw_size_hw
-    out_h, out_w = out_size_hw
-    resize = float(rng.uniform(*cfg.resize_range))
+    out_h, out_w = geometry.image_size
+    test_scale = inference_image_aug(raw_size_hw, geometry)[1][1] / raw_w
+    resize = float(rng.uniform(*cfg.resize_range)) * (test_scale / REFERENCE_TEST_SCALE)
     new_w, new_h = int(raw_w * resize), int(raw_h * resize)
     crop_y = int((1 - rng.uniform(*cfg.bottom_crop_range)) * new_h) - out_h
     crop_x = int(rng.uniform(0, max(0, new_w - out_w)))
@@ -75,7 +87,6 @@ def sample_image_aug(raw_size_hw: tuple[int, int], out_size_hw: tuple[int, int],
 def eval_image_aug(raw_size_hw: tuple[int, int], geometry: GeometryConfig) -> np.ndarray:
     """The deterministic test-time img_aug (core.geometry.inference_image_aug)."""
     return inference_image_aug(raw_size_hw, geometry)[0]
-
 
 
 def bev_aug_matrix(rotate_rad: float = 0.0, scale: float = 1.0, flip_x: bool = False, flip_y: bool = False) -> np.ndarray:
@@ -114,23 +125,3 @@ def transform_boxes(boxes: np.ndarray, T: np.ndarray) -> np.ndarray:
     out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
     out[:, 7:9] = boxes[:, 7:9] @ A[:2, :2].T
     return out
-
-
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """M x 8 x 3 corners of M x 9 (or M x 7) boxes in the boxes' frame."""
-    signs = np.array([[sx, sy, sz] for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)], dtype=np.float64)
-    local = signs[None] * boxes[:, None, 3:6] / 2.0
-    c, s = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
-    x = local[..., 0] * c[:, None] - local[..., 1] * s[:, None]
-    y = local[..., 0] * s[:, None] + local[..., 1] * c[:, None]
-    return np.stack([x, y, local[..., 2]], axis=-1) + boxes[:, None, :3]
-
-
-def points_in_boxes(points_xyz: np.ndarray, boxes: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """P x M bool: whether each point lies inside each (yawed) box, grown by margin metres."""
-    d = points_xyz[:, None, :3] - boxes[None, :, :3]
-    c, s = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
-    lx = d[..., 0] * c + d[..., 1] * s
-    ly = -d[..., 0] * s + d[..., 1] * c
-    half = boxes[:, 3:6] / 2.0 + margin
-    return (np.abs(lx) <= half[:, 0]) & (np.abs(ly) <= half[:, 1]) & (np.abs(d[..., 2]) <= half[:, 2])

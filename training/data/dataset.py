@@ -13,6 +13,7 @@ Per sample (`__getitem__`), tensors:
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,12 +34,17 @@ from training.data.augment import (
     transform_boxes,
     transform_points,
 )
-from training.data.nuscenes import SampleInfo, load_points
+from training.data.lidar import load_points
+from training.data.nuscenes import SampleInfo
 
-DEFAULT_POINT_RANGE: tuple[float, ...] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)
+# BEVFusion's point range [-54, 54] x [-54, 54] x [-5, 3] is in the LiDAR frame; ours applies in the ego
+# frame, whose origin is on the ground ~1.84 m below nuScenes' LIDAR_TOP. Shifting z keeps the same slab
+# of space (up to 4.84 m above ground: tops of buses, trailers, construction vehicles).
+LIDAR_HEIGHT = 1.84
+DEFAULT_POINT_RANGE: tuple[float, ...] = (-54.0, -54.0, -5.0 + LIDAR_HEIGHT, 54.0, 54.0, 3.0 + LIDAR_HEIGHT)
 
 
-def read_image(path: Any) -> np.ndarray:
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """H x W x 3 uint8 RGB; FileNotFoundError naming the path when it cannot be read."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -51,7 +57,8 @@ class CameraDetectionDataset(Dataset):
 
     image_aug / bev_aug: None = test-time (deterministic inference_image_aug, identity bev_aug).
     max_sweeps: LiDAR sweeps loaded with each key frame; load_lidar=False skips points (P = 0).
-    point_range: (xmin, ymin, zmin, xmax, ymax, zmax) kept points, and (x, y) kept box centres after aug.
+    point_range: (xmin, ymin, zmin, xmax, ymax, zmax) kept points, and (x, y) kept box centres after aug,
+    in the (augmented) ego frame (default: BEVFusion's LiDAR-frame range shifted by LIDAR_HEIGHT).
     Randomness comes from torch's generator (seeded per DataLoader worker and epoch), so
     `torch.manual_seed` makes runs reproducible.
     """
@@ -87,11 +94,10 @@ class CameraDetectionDataset(Dataset):
         info = self.infos[index]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         raw = [read_image(cam.image_path) for cam in info.cameras]
-        out_hw = self.geometry.image_size
         if self.image_aug is None:
             augs = [eval_image_aug(im.shape[:2], self.geometry) for im in raw]
         else:
-            augs = [sample_image_aug(im.shape[:2], out_hw, self.image_aug, rng) for im in raw]
+            augs = [sample_image_aug(im.shape[:2], self.geometry, self.image_aug, rng) for im in raw]
         images, img_aug = preprocess_images(raw, self.geometry, "cpu", img_aug=augs)
         bev = np.eye(4) if self.bev_aug is None else sample_bev_aug(self.bev_aug, rng)
 

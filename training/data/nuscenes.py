@@ -2,9 +2,10 @@
 
 `build_infos(dataroot, version, split)` walks the devkit database once and returns one `SampleInfo` per
 key frame of the split: camera images with intrinsics and camera-to-ego transforms, the LiDAR key frame
-and its sweeps, and the ground-truth boxes in the key frame's ego frame. The result is cached as an
-`.npz` of plain arrays (no pickle) keyed by version, split and sweep count, and rebuilt when the tables,
-the splits file or the cache format change. Range and point-count filters are applied after the cache.
+and its sweeps, and the ground-truth boxes in the key frame's ego frame. The result is cached
+(training.data.info_cache: an `.npz` of plain arrays keyed by version, split and sweep count) and rebuilt
+when the tables, the splits file or the cache format change. Range and point-count filters are applied
+after the cache. The LiDAR points themselves are read by training.data.lidar.
 
 Frames: ego = the vehicle frame of the LIDAR_TOP key frame (x forward, y left, z up). `cam_to_ego` maps
 a camera's optical frame to that ego frame and includes the ego motion between the camera's and the
@@ -13,11 +14,8 @@ height, yaw, vx, vy); nuScenes stores sizes as (width, length, height).
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -26,6 +24,7 @@ import numpy as np
 
 from simdistill_ros.core.classes import CLASS_NAMES
 from simdistill_ros.core.config import NUSCENES_CAMERAS
+from training.data import info_cache
 
 if TYPE_CHECKING:
     from nuscenes import NuScenes
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 TABLES: tuple[str, ...] = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
                            "ego_pose", "log", "scene", "sample", "sample_data", "sample_annotation", "map")
 KNOWN_VERSIONS: tuple[str, ...] = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
-CACHE_FORMAT = 1
 MAX_SWEEPS = 10
 DEFAULT_BOX_RANGE: tuple[float, float, float, float] = (-54.0, -54.0, 54.0, 54.0)
 
@@ -318,63 +316,6 @@ def _arrays_to_infos(a: dict[str, np.ndarray], dataroot: Path, max_sweeps: int) 
 
 
 # ----------------------------------------------------------------------------------------------------
-# cache
-
-def _fingerprint(dataroot: Path, version: str, split: str, max_sweeps: int) -> str:
-    """Changes when a table, the splits file, the request or the cache format changes."""
-    h = hashlib.sha1()
-    h.update(json.dumps([CACHE_FORMAT, version, split, max_sweeps, list(NUSCENES_CAMERAS)]).encode())
-    for t in TABLES:
-        st = (dataroot / version / f"{t}.json").stat()
-        h.update(f"{t}:{st.st_size}:{st.st_mtime_ns}".encode())
-    custom = splits_file(dataroot, version)
-    if custom is not None:
-        h.update(custom.read_bytes())
-    return h.hexdigest()
-
-
-def default_cache_dir(dataroot: Path) -> Path:
-    """DATAROOT/.simdistill_cache when writable, else ~/.cache/simdistill_ros/<hash of dataroot>."""
-    d = dataroot / ".simdistill_cache"
-    if os.access(dataroot, os.W_OK) or d.is_dir() and os.access(d, os.W_OK):
-        return d
-    tag = hashlib.sha1(str(dataroot.resolve()).encode()).hexdigest()[:12]
-    return Path.home() / ".cache" / "simdistill_ros" / tag
-
-
-def cache_path(dataroot: str | os.PathLike[str], version: str, split: str, max_sweeps: int = MAX_SWEEPS,
-               cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    root = Path(dataroot)
-    d = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
-    return d / f"infos_{version}_{split}_sweeps{max_sweeps}.npz"
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _load_npz(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays if the file exists, is readable and matches the fingerprint; else None."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
-                return None
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-# ----------------------------------------------------------------------------------------------------
 # public API
 
 def filter_infos(infos: Sequence[SampleInfo], box_range: Sequence[float] | None = DEFAULT_BOX_RANGE,
@@ -417,48 +358,21 @@ def build_infos(
     root = Path(dataroot)
     check_dataroot(root, version)
     scene_names = split_scene_names(root, version, split)
-    fingerprint = _fingerprint(root, version, split, MAX_SWEEPS)
-    path = cache_path(root, version, split, MAX_SWEEPS, cache_dir)
-    arrays = _load_npz(path, fingerprint) if use_cache else None
+    custom = splits_file(root, version)
+    fingerprint = info_cache.fingerprint([version, split, MAX_SWEEPS, list(NUSCENES_CAMERAS)],
+                                         [root / version / f"{t}.json" for t in TABLES],
+                                         [] if custom is None else [custom])
+    path = info_cache.cache_path(root, version, split, MAX_SWEEPS, cache_dir)
+    arrays = info_cache.load(path, fingerprint) if use_cache else None
     if arrays is None:
         nusc = load_nuscenes(root, version)
         records = [_sample_record(nusc, t, name, MAX_SWEEPS) for t, name in
-                   split_samples(nusc, scene_names, strict=splits_file(root, version) is not None)]
+                   split_samples(nusc, scene_names, strict=custom is not None)]
         arrays = _records_to_arrays(records)
         arrays["fingerprint"] = np.asarray(fingerprint)
         if use_cache:
-            _save_npz(path, arrays)
+            info_cache.save(path, arrays)
     infos = _arrays_to_infos(arrays, root, max_sweeps)
     if box_range is None and min_lidar_pts <= 0:
         return infos
     return filter_infos(infos, box_range, min_lidar_pts)
-
-
-def read_lidar_file(path: Path) -> np.ndarray:
-    """P x 4 (x, y, z, intensity) float32 from a nuScenes .pcd.bin (5 float32 per point)."""
-    try:
-        raw = np.fromfile(path, dtype=np.float32)
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read LiDAR file {path}: {e.strerror}") from e
-    if raw.size % 5:
-        raise ValueError(f"LiDAR file {path}: size is not a multiple of 5 float32")
-    return raw.reshape(-1, 5)[:, :4]
-
-
-def load_points(info: SampleInfo, max_sweeps: int | None = None, remove_close: float = 1.0) -> np.ndarray:
-    """Key frame + sweeps as P x 5 float32 (x, y, z, intensity, dt) in the key-frame ego frame; dt is the
-    sweep's time lag in seconds (0 for the key frame). Sweep points within remove_close metres of their
-    sensor (the ego vehicle's own returns) are dropped."""
-    clouds = []
-    key = read_lidar_file(info.lidar_path).astype(np.float64)
-    clouds.append(np.concatenate([key, np.zeros((len(key), 1))], axis=1))
-    sweeps = info.sweeps if max_sweeps is None else info.sweeps[:max_sweeps]
-    for sw in sweeps:
-        pts = read_lidar_file(sw.path).astype(np.float64)
-        if remove_close > 0:
-            pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= remove_close]
-        pts[:, :3] = pts[:, :3] @ sw.sweep_to_lidar[:3, :3].T + sw.sweep_to_lidar[:3, 3]
-        clouds.append(np.concatenate([pts, np.full((len(pts), 1), sw.time_lag)], axis=1))
-    out = np.concatenate(clouds, axis=0)
-    out[:, :3] = out[:, :3] @ info.lidar_to_ego[:3, :3].T + info.lidar_to_ego[:3, 3]
-    return out.astype(np.float32)

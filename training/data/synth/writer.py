@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import shutil
-import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import cv2
 import numpy as np
@@ -19,18 +18,41 @@ from tqdm import tqdm
 
 from training.data.synth import rig
 from training.data.synth.render import render_camera, render_lidar
-from training.data.synth.tables import (SampleStats, annotated, build_tables, data_path, split_scene_names, token,
-                                        write_tables)
+from training.data.synth.tables import SampleStats, annotated, build_tables, data_path, split_scene_names, write_tables
 from training.data.synth.world import SceneWorld, Timeline, make_timeline, make_world
+from training.fsutil import atomic_dir, check_absent
+
+if TYPE_CHECKING:
+    from nuscenes.utils.data_classes import Box
 
 JPEG_QUALITY = 92
-_STATE: dict = {}  # per-process job context (set by _init)
 
 
-def _init(state: dict) -> None:
+class _RenderState(TypedDict):
+    """What every render job needs (handed to each pool process once, by _init)."""
+
+    seed: int
+    root: str
+    image_size: tuple[int, int]
+    worlds: list[SceneWorld]
+    timelines: list[Timeline]
+
+
+_STATE: _RenderState | None = None  # this process's job context (set by _init)
+
+
+def _init(state: _RenderState) -> None:
+    global _STATE
     cv2.setNumThreads(1)  # one render per process; no thread pools inherited across fork
-    _STATE.clear()
-    _STATE.update(state)
+    _STATE = state
+
+
+def encode_jpeg(rgb: np.ndarray) -> bytes:
+    """H x W x 3 uint8 RGB -> JPEG bytes (quality JPEG_QUALITY); RuntimeError when OpenCV fails."""
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding of a {rgb.shape} image failed")
+    return buf.tobytes()
 
 
 def lidar_rng(seed: int, scene: int, key: int, sweep: int) -> np.random.Generator:
@@ -38,7 +60,8 @@ def lidar_rng(seed: int, scene: int, key: int, sweep: int) -> np.random.Generato
     return np.random.default_rng([seed, scene, key, sweep, 3])
 
 
-def count_points_in_boxes(points: np.ndarray, cs: dict, pose: dict, boxes: list) -> np.ndarray:
+def count_points_in_boxes(points: np.ndarray, cs: Mapping[str, Sequence[float]], pose: Mapping[str, Sequence[float]],
+                          boxes: Sequence[Box]) -> np.ndarray:
     """Points (N, >=3, sensor frame) inside each nuScenes Box (global frame), transforming the points
     exactly as the devkit does (LidarPointCloud.rotate/translate on float32, then points_in_box)."""
     from nuscenes.utils.data_classes import LidarPointCloud
@@ -65,9 +88,11 @@ def _render_key(job: tuple[int, int]) -> SampleStats:
     from pyquaternion import Quaternion
 
     scene, key = job
+    if _STATE is None:
+        raise RuntimeError("_render_key called before _init")
     seed, root, image_size = _STATE["seed"], Path(_STATE["root"]), _STATE["image_size"]
-    world: SceneWorld = _STATE["worlds"][scene]
-    tl: Timeline = _STATE["timelines"][scene]
+    world = _STATE["worlds"][scene]
+    tl = _STATE["timelines"][scene]
     n = world.num_objects
     silhouette, visible = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for c, cam in enumerate(rig.CAMERAS):
@@ -75,9 +100,7 @@ def _render_key(job: tuple[int, int]) -> SampleStats:
         frame = render_camera(world, tl.seconds(ts), cam, image_size)
         silhouette += frame.silhouette
         visible += frame.visible
-        ok, buf = cv2.imencode(".jpg", frame.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        assert ok
-        (root / data_path(seed, scene, cam.channel, ts, True)).write_bytes(buf.tobytes())
+        (root / data_path(seed, scene, cam.channel, ts, True)).write_bytes(encode_jpeg(frame.image))
     for j, ts in enumerate((tl.keys[key], *tl.sweeps[key])):
         points, _ = render_lidar(world, tl.seconds(ts), lidar_rng(seed, scene, key, j))
         (root / data_path(seed, scene, rig.LIDAR_CHANNEL, ts, j == 0)).write_bytes(points.tobytes())
@@ -108,8 +131,7 @@ def _check(out: Path, scenes: int, samples_per_scene: int, image_size: tuple[int
         raise ValueError(f"--sweeps must be in 0..19 (LiDAR sweeps between key frames), got {sweeps}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    check_absent(out, force, "output folder")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
 
@@ -127,9 +149,7 @@ def generate(out: Path, scenes: int, samples_per_scene: int, seed: int, image_si
     image_size = (int(image_size[0]), int(image_size[1]))
     _check(out, scenes, samples_per_scene, image_size, sweeps, workers, force)
     train, val = split_scene_names(version, scenes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, force) as tmp:
         duration = (samples_per_scene - 1) * 0.5
         worlds = [make_world(seed, i, duration) for i in range(scenes)]
         offsets = [c.offset_us for c in rig.CAMERAS]
@@ -137,7 +157,8 @@ def generate(out: Path, scenes: int, samples_per_scene: int, seed: int, image_si
         for ch in [c.channel for c in rig.CAMERAS] + [rig.LIDAR_CHANNEL]:
             (tmp / "samples" / ch).mkdir(parents=True)
         (tmp / "sweeps" / rig.LIDAR_CHANNEL).mkdir(parents=True)
-        state = {"seed": seed, "root": str(tmp), "image_size": image_size, "worlds": worlds, "timelines": timelines}
+        state: _RenderState = {"seed": seed, "root": str(tmp), "image_size": image_size, "worlds": worlds,
+                               "timelines": timelines}
         jobs = [(i, k) for i in range(scenes) for k in range(samples_per_scene)]
         bar = tqdm(total=len(jobs), desc="synth key frames", unit="frame", disable=not progress)
         stats: dict[tuple[int, int], SampleStats] = {}
@@ -160,17 +181,7 @@ def generate(out: Path, scenes: int, samples_per_scene: int, seed: int, image_si
         mask[24:40] = 255  # a stand-in drivable-area prior: the devkit only needs the file to exist
         cv2.imwrite(str(tmp / tables["map"][0]["filename"]), mask)
         (tmp / "splits.json").write_text(json.dumps({"train": train, "val": val}, indent=1) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-__all__ = ["generate", "count_points_in_boxes", "lidar_rng", "token"]
+__all__ = ["generate", "count_points_in_boxes", "encode_jpeg", "lidar_rng"]
