@@ -1,6 +1,10 @@
 """Atomic outputs: a folder or file is written under a temporary name beside its destination and renamed
 into place, so a failure never leaves a half-written output behind.
 
+Temporaries are named `.<name>.tmp-<pid>-<random>`; a later write of the same output removes those whose
+process no longer runs (a run killed with SIGKILL cannot clean up after itself; SIGTERM is turned into
+a normal exit by the `simdistill` command, so its cleanup runs).
+
 The temporaries are created with mkdir / open's default modes (0o777 / 0o666, minus the umask), so a
 published output has the permissions of a plain mkdir / open, not tempfile's owner-only 0o700 / 0o600.
 """
@@ -22,7 +26,34 @@ def check_absent(path: str | os.PathLike[str], force: bool, what: str = "output"
 
 
 def _temp_name(dest: Path) -> Path:
-    return dest.parent / f".{dest.name}.tmp-{secrets.token_hex(6)}"
+    return dest.parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(dest: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporaries of `dest` left by processes that no longer run; returns what was removed."""
+    dest = Path(dest)
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for tmp in dest.parent.glob(f".{dest.name}.tmp-*-*"):
+        pid = tmp.name[len(f".{dest.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 @contextmanager
@@ -34,6 +65,7 @@ def atomic_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Pat
     out = Path(out)
     check_absent(out, force, "output folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     while True:
         tmp = _temp_name(out)
         try:
@@ -62,6 +94,7 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike[str], force: bool = 
     path = Path(path)
     check_absent(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     while True:
         tmp = _temp_name(path)
         try:

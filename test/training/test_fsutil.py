@@ -67,3 +67,49 @@ def test_write_bytes_atomic(tmp_path: Path, umask: int) -> None:
     check_absent(path, force=True)
     with pytest.raises(FileExistsError, match=f"output {path} exists"):
         check_absent(path, force=False)
+
+
+def test_temporaries_of_dead_processes_are_removed_on_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    out = tmp_path / "world"
+    stale = tmp_path / f".world.tmp-{dead_pid}-abc123"
+    (stale / "samples").mkdir(parents=True)
+    stale_file = tmp_path / f".results.json.tmp-{dead_pid}-abc123"
+    stale_file.write_text("{")
+    live = tmp_path / f".world.tmp-{os.getppid()}-def456"  # a running process: must be left alone
+    live.mkdir()
+    other = tmp_path / f".world2.tmp-{dead_pid}-abc123"  # another output's temporary: not ours to remove
+    other.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "x").write_text("1")
+    write_bytes_atomic(b"{}", tmp_path / "results.json")
+    assert not stale.exists() and not stale_file.exists()
+    assert live.exists() and other.exists() and (out / "x").exists()
+
+
+def test_sigterm_during_synth_leaves_no_temporary(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "world"
+    proc = subprocess.Popen([sys.executable, "-m", "simdistill_ros.cli", "synth", "--out", str(out), "--scenes", "4",
+                             "--samples-per-scene", "20", "--seed", "0", "--image-size", "450", "800", "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".world.tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".world.tmp-*")), "the generator never started writing"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(tmp_path.iterdir()) == [], "a terminated run leaves nothing behind"
