@@ -13,7 +13,6 @@ import platform
 import resource
 import statistics
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +21,6 @@ import torch
 
 from simdistill_ros.core.config import DetectorConfig, load_preset
 from simdistill_ros.core.detector import Detector
-from simdistill_ros.core.geometry import inference_image_aug
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.model.view_transform import DEFAULT_CHANNEL_CHUNK, bev_pool
 from simdistill_ros.core.postprocess import decode
@@ -77,16 +75,14 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     model = detector.model
     frame = random_frame(config)
     g = config.geometry
-    autocast = torch.autocast("cuda", dtype=torch.float16) if fp16 else nullcontext()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = _peak_rss_mib()
 
-    img_aug = np.stack([inference_image_aug(c.image_size, g)[0] for c in frame.calibrations])
-    plan = detector.plans.get(np.stack([c.K for c in frame.calibrations]),
-                              np.stack([c.cam_to_ego for c in frame.calibrations]), img_aug)
+    img_aug = detector.image_augs(frame)
+    plan = detector.plan_for(frame, img_aug)
     stages: dict[str, float] = {}
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), detector.autocast():
         stages["preprocess"], (images, _) = _timer(
             device, lambda: preprocess_images(list(frame.images), g, device, img_aug=img_aug), warmup, iters)
         stages["image_encoder"], feats = _timer(device, lambda: model.encode_images(images), warmup, iters)

@@ -19,7 +19,7 @@ from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.postprocess import decode
 from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.types import Detections, Frame
-from simdistill_ros.core.view_plan import PlanCache
+from simdistill_ros.core.view_plan import BEVPoolPlan, PlanCache
 
 
 def _sync(device: torch.device) -> None:
@@ -81,6 +81,20 @@ class Detector:
             raise ValueError(f"frame has {len(frame.images)} images but the model expects {n} cameras "
                              f"({', '.join(self.config.model.camera_names)})")
 
+    def image_augs(self, frame: Frame) -> np.ndarray:
+        """N x 4 x 4 test-time image-augmentation matrices for the frame's raw image sizes."""
+        return np.stack([inference_image_aug(c.image_size, self.config.geometry)[0] for c in frame.calibrations])
+
+    def plan_for(self, frame: Frame, img_aug: np.ndarray) -> BEVPoolPlan:
+        """The view-transform plan of the frame's calibration and camera mask (cached per calibration)."""
+        valid = None if frame.valid is None else np.asarray(frame.valid, dtype=bool)
+        return self.plans.get(np.stack([c.K for c in frame.calibrations]),
+                              np.stack([c.cam_to_ego for c in frame.calibrations]), img_aug, valid)
+
+    def autocast(self) -> torch.autocast | nullcontext[None]:
+        """fp16 autocast on CUDA when precision is fp16, else a no-op context."""
+        return torch.autocast("cuda", dtype=torch.float16) if self.precision == "fp16" else nullcontext()
+
     @torch.inference_mode()
     def detect(self, frame: Frame) -> Detections:
         """Detect objects in one synchronised frame. Timings (ms) per stage are in Detections.timings_ms."""
@@ -88,16 +102,13 @@ class Detector:
         dev = self.device
         times: dict[str, float] = {}
         t0 = time.perf_counter()
-        img_aug = np.stack([inference_image_aug(c.image_size, self.config.geometry)[0] for c in frame.calibrations])
+        img_aug = self.image_augs(frame)
         images, img_aug = preprocess_images(list(frame.images), self.config.geometry, dev, img_aug=img_aug)
         _sync(dev)
         t1 = time.perf_counter()
-        valid = None if frame.valid is None else np.asarray(frame.valid, dtype=bool)
-        plan = self.plans.get(np.stack([c.K for c in frame.calibrations]),
-                              np.stack([c.cam_to_ego for c in frame.calibrations]), img_aug, valid)
+        plan = self.plan_for(frame, img_aug)
         t2 = time.perf_counter()
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.precision == "fp16" else nullcontext()
-        with autocast:
+        with self.autocast():
             heads = self.model(images, plan.depth_index, plan.pixel_index, plan.cell_index)
         heads = tuple(h.float() for h in heads)
         _sync(dev)
