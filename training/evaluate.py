@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simdistill_ros.core.classes import CLASS_NAMES
+from simdistill_ros.core.frames import yaw_rotation
 from simdistill_ros.core.types import Detections
 from training.fsutil import atomic_dir, check_absent, write_bytes_atomic
 
@@ -53,11 +54,6 @@ DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use
 # ----------------------------------------------------------------------------------------------------
 # predictions -> results
 
-def _rot_z(yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def _quaternion_wxyz(R: np.ndarray) -> list[float]:
     from pyquaternion import Quaternion
 
@@ -82,7 +78,7 @@ def detections_to_boxes(token: str, det: Detections, ego_to_global: np.ndarray) 
             "sample_token": token,
             "translation": [float(v) for v in centre],
             "size": [float(w), float(l), float(h)],
-            "rotation": _quaternion_wxyz(T[:3, :3] @ _rot_z(yaw)),
+            "rotation": _quaternion_wxyz(T[:3, :3] @ yaw_rotation(yaw)),
             "velocity": [float(vel[0]), float(vel[1])],
             "detection_name": name,
             "detection_score": float(score),
@@ -269,7 +265,7 @@ def _eval_boxes(dets: Mapping[str, Detections], num_pts: Mapping[str, np.ndarray
             x, y, z, l, w, h, yaw, vx, vy = box
             items.append(DetectionBox(
                 sample_token=token, translation=(x, y, z), size=(w, l, h),
-                rotation=tuple(_quaternion_wxyz(_rot_z(yaw))), velocity=(vx, vy), ego_translation=(x, y, z),
+                rotation=tuple(_quaternion_wxyz(yaw_rotation(yaw))), velocity=(vx, vy), ego_translation=(x, y, z),
                 num_pts=-1 if pts is None else int(pts[i]), detection_name=name,
                 detection_score=-1.0 if is_gt else float(score), attribute_name=DEFAULT_ATTRIBUTES[name]))
         out.add_boxes(token, items)

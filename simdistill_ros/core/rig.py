@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 
+from simdistill_ros.core.frames import OPTICAL_TO_BODY, yaw_rotation
 from simdistill_ros.core.types import CameraCalibration
 
 RIG_YAWS_DEG: tuple[float, ...] = (0.0, -55.0, -110.0, 180.0, 110.0, 55.0)
-OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def nuscenes_like_rig(names: tuple[str, ...], image_size: tuple[int, int] = (900, 1600)) -> tuple[CameraCalibration, ...]:
@@ -27,7 +27,7 @@ def nuscenes_like_rig(names: tuple[str, ...], image_size: tuple[int, int] = (900
     for name, yaw_deg in zip(names, RIG_YAWS_DEG):
         a = math.radians(yaw_deg)
         T = np.eye(4)
-        T[:3, :3] = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]]) @ OPTICAL_TO_BODY
+        T[:3, :3] = yaw_rotation(a) @ OPTICAL_TO_BODY
         T[:3, 3] = [1.0 * math.cos(a), 0.5 * math.sin(a), 1.6]
         out.append(CameraCalibration(name, K, T, image_size))
     return tuple(out)

@@ -17,6 +17,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from simdistill_ros.core.frames import yaw_rotation
 from training.data.synth import rig
 from training.data.synth.world import CURB, ROAD_HALF_WIDTH, SIDEWALK_OUT, SceneWorld, road_coords
 
@@ -57,7 +58,7 @@ def sensor_pose(world: SceneWorld, t: float, translation: tuple[float, float, fl
                 to_ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Global origin (3,) and sensor-to-global rotation (3, 3) of a sensor on the ego at time t."""
     ego, yaw = world.ego_pose(t)
-    r_ego = rig.yaw_matrix(yaw)
+    r_ego = yaw_rotation(yaw)
     return ego + r_ego @ np.asarray(translation), r_ego @ to_ego
 
 
@@ -315,7 +316,7 @@ def render_lidar(world: SceneWorld, t: float, rng: np.random.Generator) -> tuple
     n_az = rig.LIDAR_AZIMUTHS
     step = 2 * math.pi / n_az
     phase = float(rng.uniform(0, step))
-    pr = rig.yaw_matrix(phase)
+    pr = yaw_rotation(phase)
     local = _lidar_rays() @ pr.T  # sensor frame (32, A, 3)
     dirs3 = (local @ rot.T).astype(np.float32)
     dirs = (dirs3[..., 0], dirs3[..., 1], dirs3[..., 2])

@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from pyquaternion import Quaternion
+
+from simdistill_ros.core.frames import OPTICAL_TO_BODY, yaw_rotation
 
 FULL_SIZE: tuple[int, int] = (900, 1600)  # (H, W) of a real nuScenes image
 
@@ -46,43 +49,20 @@ LIDAR_AZIMUTHS = 1084  # columns per revolution (~34.7k rays per sweep, like nuS
 LIDAR_MAX_RANGE = 70.0
 
 
-def yaw_matrix(yaw: float) -> np.ndarray:
-    """3x3 rotation about +z."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def yaw_quaternion(yaw: float) -> list[float]:
     """(w, x, y, z) of a rotation about +z."""
     return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
 
 
 def matrix_quaternion(r: np.ndarray) -> list[float]:
-    """(w, x, y, z) of a proper rotation matrix (Shepperd's method), w >= 0."""
-    m = np.asarray(r, dtype=np.float64)
-    tr = np.trace(m)
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.array(q) / np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return [float(v) for v in q]
+    """(w, x, y, z) of a proper rotation matrix, w >= 0."""
+    q = Quaternion(matrix=np.asarray(r, dtype=np.float64)).normalised.elements
+    return [float(v) for v in (-q if q[0] < 0 else q)]
 
 
 def camera_to_ego(cam: CameraSpec) -> np.ndarray:
     """3x3 rotation from the optical frame (x right, y down, z forward) to the ego frame."""
-    optical_to_forward = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-    return yaw_matrix(math.radians(cam.yaw_deg)) @ optical_to_forward
+    return yaw_rotation(math.radians(cam.yaw_deg)) @ OPTICAL_TO_BODY
 
 
 def intrinsics(cam: CameraSpec, image_size: tuple[int, int]) -> np.ndarray:
@@ -92,4 +72,4 @@ def intrinsics(cam: CameraSpec, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def lidar_to_ego() -> np.ndarray:
-    return yaw_matrix(LIDAR_YAW)
+    return yaw_rotation(LIDAR_YAW)
