@@ -1,14 +1,13 @@
 """The `simdistill` command: dispatch, bench and demo run end to end on tiny inputs."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from simdistill_ros.cli import main
-from simdistill_ros.core.config import load_preset, save_detector_config
+from simdistill_ros.core.config import DetectorConfig, save_detector_config
 
 
 def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,14 +18,10 @@ def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
-def test_bench_writes_json_with_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = load_preset("tiny")
-    small = dataclasses.replace(
-        cfg, geometry=dataclasses.replace(cfg.geometry, image_size=(64, 176), resize_width=192, depth_step=4.0),
-        model=dataclasses.replace(cfg.model, neck_channels=32, context_channels=16, fuser_channels=32,
-                                  decoder_channels=(16, 32, 64), head_channels=16))
+def test_bench_writes_json_with_every_stage(small_config: DetectorConfig, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     preset = tmp_path / "small.yaml"
-    save_detector_config(small, preset)
+    save_detector_config(small_config, preset)
     out = tmp_path / "bench.json"
     assert main(["bench", "--preset", str(preset), "--warmup", "0", "--iters", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())

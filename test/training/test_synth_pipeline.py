@@ -4,7 +4,6 @@ Detector on a demo.load_frame Frame. Each piece has its own tests on its own dat
 One dataroot (2 scenes x 3 key frames at 90x160, 2 sweeps) is generated once for the module."""
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from simdistill_ros.cli import main as cli_main
 from simdistill_ros.core.classes import CLASS_NAMES
-from simdistill_ros.core.config import NUSCENES_CAMERAS, GeometryConfig, load_preset
+from simdistill_ros.core.config import NUSCENES_CAMERAS, DetectorConfig, GeometryConfig
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
@@ -286,15 +285,10 @@ def test_ground_truth_as_predictions_scores_perfectly_via_cli(dataroot: Path, tm
     assert bad["mATE"] > 1.0 and bad["mAOE"] > 0.3
 
 
-def test_detector_on_synthetic_frame_evaluates(dataroot: Path, tmp_path: Path) -> None:
+def test_detector_on_synthetic_frame_evaluates(dataroot: Path, small_config: DetectorConfig, tmp_path: Path) -> None:
     """demo.load_frame gives a Frame whose calibration is the loader's; a random-weight shrunken tiny
     student detects on it and its detections, as a results JSON, go through the devkit evaluation."""
-    cfg = load_preset("tiny")
-    geometry = dataclasses.replace(cfg.geometry, image_size=(64, 176), resize_width=192, depth_step=4.0,
-                                   bev_resolution=1.6)
-    model = dataclasses.replace(cfg.model, neck_channels=32, context_channels=16, fuser_channels=32,
-                                lidar_channels=32, decoder_channels=(16, 32, 64), head_channels=16)
-    cfg = dataclasses.replace(cfg, geometry=geometry, model=model)
+    cfg = small_config
     torch.manual_seed(0)
     detector = Detector(Student(cfg.model, cfg.geometry), cfg, score_threshold=0.05, max_detections=50)
     infos = {i.token: i for i in build_infos(dataroot, VERSION, "val", cache_dir=tmp_path / "cache")}
