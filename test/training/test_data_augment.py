@@ -1,9 +1,7 @@
 """training.data.augment: image and BEV augmentation stay geometrically consistent."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +21,7 @@ from training.data.augment import (
     transform_points,
 )
 
-_bspec = importlib.util.spec_from_file_location("_box_helpers_augment", Path(__file__).with_name("box_helpers.py"))
-box_helpers = importlib.util.module_from_spec(_bspec)
-_bspec.loader.exec_module(box_helpers)
+import box_helpers
 box_corners, points_in_boxes = box_helpers.box_corners, box_helpers.points_in_boxes
 
 R50, TINY = load_preset("r50").geometry, load_preset("tiny").geometry

@@ -1,7 +1,6 @@
 """training.data.dataset: samples, collate and CBGS on the hand-made mini dataroot."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from simdistill_ros.core.config import GeometryConfig
-from training.data.augment import BevAugConfig, ImageAugConfig, transform_boxes, transform_points
+from training.data.augment import BevAugConfig, ImageAugConfig, transform_boxes
 from training.data.dataset import CameraDetectionDataset, CBGSSampler, cbgs_indices, collate
 from training.data.lidar import load_points
 from training.data.nuscenes import build_infos
 
-_spec = importlib.util.spec_from_file_location("_minidb_dataset", Path(__file__).with_name("test_data_minidb.py"))
-minidb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(minidb)
-_bspec = importlib.util.spec_from_file_location("_box_helpers_dataset", Path(__file__).with_name("box_helpers.py"))
-box_helpers = importlib.util.module_from_spec(_bspec)
-_bspec.loader.exec_module(box_helpers)
+import test_data_minidb as minidb
+import box_helpers
 points_in_boxes = box_helpers.points_in_boxes
 
 GEOMETRY = GeometryConfig(image_size=(32, 64), resize_width=64, feature_stride=8, depth_min=1.0, depth_max=60.0,

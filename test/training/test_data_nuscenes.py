@@ -1,7 +1,6 @@
 """training.data.nuscenes: infos against the devkit, the cache, points, bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,13 +14,9 @@ from training.data import info_cache
 from training.data import nuscenes as nd
 from training.data.lidar import load_points, read_lidar_file
 
-_spec = importlib.util.spec_from_file_location("_minidb_nuscenes", Path(__file__).with_name("test_data_minidb.py"))
-minidb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(minidb)
+import test_data_minidb as minidb
 write_mini_dataroot = minidb.write_mini_dataroot
-_bspec = importlib.util.spec_from_file_location("_box_helpers_nuscenes", Path(__file__).with_name("box_helpers.py"))
-box_helpers = importlib.util.module_from_spec(_bspec)
-_bspec.loader.exec_module(box_helpers)
+import box_helpers
 
 SPLITS = {"train": ["scene-a"], "val": ["scene-b"]}
 

@@ -2,7 +2,6 @@
 lower, the devkit-free path agrees, the CLI writes atomically, bad input is named."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -18,9 +17,7 @@ from simdistill_ros.core.types import Detections
 from training import evaluate as ev
 from training.data.nuscenes import build_infos
 
-_spec = importlib.util.spec_from_file_location("_minidb_eval", Path(__file__).with_name("test_data_minidb.py"))
-minidb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(minidb)
+import test_data_minidb as minidb
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ Detector on a demo.load_frame Frame. Each piece has its own tests on its own dat
 One dataroot (2 scenes x 3 key frames at 90x160, 2 sweeps) is generated once for the module."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -30,9 +29,7 @@ from training.data.synth import generate, rig
 from training.data.synth.render import render_camera
 from training.data.synth.world import ANNOTATION_RANGE, make_world
 
-_bspec = importlib.util.spec_from_file_location("_box_helpers_pipeline", Path(__file__).with_name("box_helpers.py"))
-box_helpers = importlib.util.module_from_spec(_bspec)
-_bspec.loader.exec_module(box_helpers)
+import box_helpers
 points_in_boxes = box_helpers.points_in_boxes
 
 SEED, SCENES, SAMPLES, SIZE, SWEEPS = 3, 2, 3, (90, 160), 2
