@@ -21,8 +21,7 @@ from simdistill_ros.core.types import CameraCalibration, Detections, Frame
 
 def load_frame(dataroot: Path, version: str, index: int) -> tuple[Frame, np.ndarray, list[str], str]:
     """Frame (images + calibration) of the index-th key frame of the dataroot, with its ground truth."""
-    import cv2
-
+    from training.data.dataset import read_image
     from training.data.nuscenes import build_infos, split_scene_names
 
     split = "val" if split_scene_names(dataroot, version, "val") else "train"
@@ -32,11 +31,12 @@ def load_frame(dataroot: Path, version: str, index: int) -> tuple[Frame, np.ndar
     info = infos[index % len(infos)]
     images, calibs = [], []
     for cam in info.cameras:
-        bgr = cv2.imread(str(cam.image_path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"camera {cam.name!r}: cannot read image {cam.image_path}")
-        images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-        calibs.append(CameraCalibration(cam.name, cam.K, cam.cam_to_ego, bgr.shape[:2]))
+        try:
+            rgb = read_image(cam.image_path)
+        except FileNotFoundError as e:
+            raise ValueError(f"camera {cam.name!r}: {e}") from e
+        images.append(rgb)
+        calibs.append(CameraCalibration(cam.name, cam.K, cam.cam_to_ego, rgb.shape[:2]))
     return Frame(tuple(images), tuple(calibs), stamp_ns=int(info.timestamp) * 1000), info.gt_boxes, list(info.gt_names), info.token
 
 
