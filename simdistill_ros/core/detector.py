@@ -16,7 +16,7 @@ from simdistill_ros.core.checkpoint import load_checkpoint, load_state_into
 from simdistill_ros.core.config import DetectorConfig
 from simdistill_ros.core.geometry import inference_image_aug
 from simdistill_ros.core.model.student import Student
-from simdistill_ros.core.postprocess import decode
+from simdistill_ros.core.postprocess import decode, to_detections
 from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.types import Detections, Frame
 from simdistill_ros.core.view_plan import BEVPoolPlan, PlanCache
@@ -113,9 +113,8 @@ class Detector:
         heads = tuple(h.float() for h in heads)
         _sync(dev)
         t3 = time.perf_counter()
-        boxes, scores, labels = decode(heads, self.config.model.tasks, self.config.geometry, self.postprocess)[0]
-        out = Detections(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy(), self.class_names,
-                         stamp_ns=frame.stamp_ns)
+        decoded = decode(heads, self.config.model.tasks, self.config.geometry, self.postprocess)[0]
+        out = to_detections(decoded, self.class_names, stamp_ns=frame.stamp_ns)
         t4 = time.perf_counter()
         times.update(preprocess=(t1 - t0) * 1e3, plan=(t2 - t1) * 1e3, network=(t3 - t2) * 1e3,
                      postprocess=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3)
