@@ -60,17 +60,21 @@ def _quaternion_wxyz(R: np.ndarray) -> list[float]:
     return [float(v) for v in Quaternion(matrix=R, atol=1e-6, rtol=1e-6).elements]
 
 
-def detections_to_boxes(token: str, det: Detections, ego_to_global: np.ndarray) -> list[dict[str, Any]]:
-    """nuScenes result boxes (dicts) of one sample; ValueError naming the token on NaN/inf values."""
+def detections_to_boxes(token: str, det: Detections, ego_to_global: np.ndarray,
+                        what: str = "prediction") -> list[dict[str, Any]]:
+    """nuScenes result boxes (dicts) of one sample; ValueError naming the token and the `what` on
+    NaN/inf values or an unknown class."""
     T = np.asarray(ego_to_global, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise ValueError(f"sample {token}: ego_to_global must be a finite 4x4 matrix")
     boxes = np.asarray(det.boxes, dtype=np.float64)
     bad = ~np.all(np.isfinite(boxes), axis=1) | ~np.isfinite(det.scores)
     if bad.any():
-        raise ValueError(f"sample {token}: prediction {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
+        raise ValueError(f"sample {token}: {what} {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
     out = []
     for box, score, name in zip(boxes, det.scores, det.names):
+        if name not in DEFAULT_ATTRIBUTES:
+            raise ValueError(f"sample {token}: {what} of unknown class {name!r}")
         x, y, z, l, w, h, yaw, vx, vy = box
         centre = T[:3, :3] @ np.array([x, y, z]) + T[:3, 3]
         vel = T[:3, :3] @ np.array([vx, vy, 0.0])
@@ -254,20 +258,14 @@ def _eval_boxes(dets: Mapping[str, Detections], num_pts: Mapping[str, np.ndarray
 
     out = EvalBoxes()
     for token, det in dets.items():
-        boxes = np.asarray(det.boxes, dtype=np.float64)
-        if not np.all(np.isfinite(boxes)) or not np.all(np.isfinite(det.scores)):
-            raise ValueError(f"sample {token}: {'ground-truth' if is_gt else 'predicted'} boxes have NaN or infinite values")
         pts = None if num_pts is None else np.asarray(num_pts[token])
         items = []
-        for i, (box, score, name) in enumerate(zip(boxes, det.scores, det.names)):
-            if name not in DEFAULT_ATTRIBUTES:
-                raise ValueError(f"sample {token}: unknown class {name!r}")
-            x, y, z, l, w, h, yaw, vx, vy = box
-            items.append(DetectionBox(
-                sample_token=token, translation=(x, y, z), size=(w, l, h),
-                rotation=tuple(_quaternion_wxyz(yaw_rotation(yaw))), velocity=(vx, vy), ego_translation=(x, y, z),
-                num_pts=-1 if pts is None else int(pts[i]), detection_name=name,
-                detection_score=-1.0 if is_gt else float(score), attribute_name=DEFAULT_ATTRIBUTES[name]))
+        what = "ground-truth box" if is_gt else "prediction"
+        for i, content in enumerate(detections_to_boxes(token, det, np.eye(4), what)):
+            content.update(ego_translation=content["translation"], num_pts=-1 if pts is None else int(pts[i]))
+            if is_gt:
+                del content["detection_score"]  # DetectionBox's ground-truth score is -1
+            items.append(DetectionBox.deserialize(content))
         out.add_boxes(token, items)
     return out
 
