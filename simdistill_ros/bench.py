@@ -16,24 +16,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from simdistill_ros.core.config import DetectorConfig, load_preset
+from simdistill_ros.core.config import load_preset
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.model.view_transform import DEFAULT_CHANNEL_CHUNK, bev_pool
 from simdistill_ros.core.postprocess import decode
 from simdistill_ros.core.preprocess import preprocess_images
-from simdistill_ros.core.rig import nuscenes_like_rig
-from simdistill_ros.core.types import Frame
+from simdistill_ros.core.rig import random_frame
 from simdistill_ros.core.view_plan import BEVPoolPlan
-
-def random_frame(config: DetectorConfig, seed: int = 0) -> Frame:
-    rng = np.random.default_rng(seed)
-    calibs = nuscenes_like_rig(config.model.camera_names)
-    return Frame(tuple(rng.integers(0, 256, (*c.image_size, 3), dtype=np.uint8) for c in calibs), calibs)
-
 
 def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, iters: int) -> tuple[float, Any]:
     """Median wall time (ms) of fn over iters runs after warmup runs, synchronising the device."""
@@ -73,7 +65,7 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     detector = Detector(Student(config.model, config.geometry), config, device=device,
                         precision="fp16" if fp16 else "fp32")
     model = detector.model
-    frame = random_frame(config)
+    frame = random_frame(config.model.camera_names, seed=0)
     g = config.geometry
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

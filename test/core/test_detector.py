@@ -14,7 +14,7 @@ from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.types import CameraCalibration, Detections, Frame
 
-from simdistill_ros.core.rig import nuscenes_like_rig
+from simdistill_ros.core.rig import random_frame
 
 
 def _detector(config: DetectorConfig, **kw: object) -> Detector:
@@ -37,9 +37,7 @@ def _check_well_formed(det: Detections, config: DetectorConfig) -> None:
 def test_tiny_preset_detects_on_six_random_full_size_images() -> None:
     config = load_preset("tiny")
     # an untrained head fires everywhere at ~sigmoid(-2.19)=0.1: use a low threshold so boxes come out
-    det = _detector(config, score_threshold=0.05).detect(
-        Frame(tuple(np.random.default_rng().integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(6)),
-              nuscenes_like_rig(config.model.camera_names), stamp_ns=42))
+    det = _detector(config, score_threshold=0.05).detect(random_frame(config.model.camera_names, stamp_ns=42))
     _check_well_formed(det, config)
     assert len(det) > 0 and det.stamp_ns == 42
     assert {"preprocess", "plan", "network", "postprocess", "total"} <= set(det.timings_ms)
