@@ -17,6 +17,7 @@ TRAIN = [
     "opencv-python-headless>=4.8,<4.12",
     "matplotlib>=3.7",
     "pillow>=9",
+    "tensorboard>=2.14",
 ]
 BAG = ["rosbags==0.11.9", "mcap>=1.1", "mcap-ros2-support>=0.5"]
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ml_dtypes<0.6"]
@@ -32,6 +33,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=CORE,

@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+    "train": ("training.train_cli", "train the teacher, the distilled student or the camera-only baseline"),
+    "ablation": ("training.ablation", "toy-scale SimDistill ablation on a synthetic world (teacher, baseline, "
+                                      "SimDistill, w/o CMD/GCM/MMD-P) with devkit metrics"),
 }
 
 

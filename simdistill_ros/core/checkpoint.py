@@ -46,20 +46,30 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[DetectorConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint; returns (config, state_dict on CPU, metadata)."""
+def read_payload(path: str | os.PathLike[str], what: str, kind: str, fmt: str, version: int,
+                 hint: str = "") -> dict[str, Any]:
+    """The dict saved in a tagged checkpoint file (`torch.load(weights_only=True)`), after checking its
+    format tag and version. Errors name `what` (e.g. "teacher checkpoint"), the file, and append hint."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"checkpoint {path} is corrupted or not a simdistill checkpoint: {type(e).__name__}: {e}") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path} is not a simdistill_ros student checkpoint (missing format tag)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path} has format_version {payload.get('format_version')}, "
-                         f"this package reads {FORMAT_VERSION}")
+        raise ValueError(f"{what} {path} is corrupted or truncated ({type(e).__name__}: {e}){hint}") from e
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{what} {path} is not a simdistill_ros {kind} checkpoint (format tag {got!r}){hint}")
+    if payload.get("format_version") != version:
+        raise ValueError(f"{what} {path} has format_version {payload.get('format_version')}, "
+                         f"this package reads {version}")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[DetectorConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint; returns (config, state_dict on CPU, metadata)."""
+    path = Path(path)
+    payload = read_payload(path, "checkpoint", "student", FORMAT, FORMAT_VERSION)
     for key in ("config", "class_names", "state_dict"):
         if key not in payload:
             raise ValueError(f"checkpoint {path} lacks the field {key!r}")

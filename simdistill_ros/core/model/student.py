@@ -49,6 +49,14 @@ class StudentOutputs(NamedTuple):
     heads: tuple[Tensor, ...]
 
 
+def encode_images(backbone: ResNet, neck: LSSFPNNeck, images_bn3hw: Tensor) -> Tensor:
+    """The image encoder shared in shape by student and teacher: images B x N x 3 x H x W, all cameras
+    through the backbone and neck as one batch -> features B x N x neck x H/8 x W/8."""
+    B, N, _, H, W = images_bn3hw.shape
+    feats = neck(*backbone(images_bn3hw.reshape(B * N, 3, H, W)))
+    return feats.reshape(B, N, *feats.shape[1:])
+
+
 def build_bev_decoder(config: ModelConfig) -> BEVDecoder:
     """The BEV decoder shared in shape by student and teacher: fuser_channels in and out."""
     return BEVDecoder(config.fuser_channels, config.decoder_channels, config.fuser_channels)
@@ -88,9 +96,7 @@ class Student(nn.Module):
     # ---- stages -------------------------------------------------------------------------------
     def encode_images(self, images_bn3hw: Tensor) -> Tensor:
         """Normalised images B x N x 3 x H x W -> image features B x N x neck x H/8 x W/8."""
-        B, N, _, H, W = images_bn3hw.shape
-        feats = self.neck(*self.backbone(images_bn3hw.reshape(B * N, 3, H, W)))
-        return feats.reshape(B, N, *feats.shape[1:])
+        return encode_images(self.backbone, self.neck, images_bn3hw)
 
     def view_transforms(self, feats_bnchw: Tensor, depth_index: Tensor, pixel_index: Tensor, cell_index: Tensor,
                         recompute_backward: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -1,0 +1,44 @@
+"""Helpers of the training-loop tests (not used by the package): a two-camera version of the small test
+config saved as a preset YAML, training configs written from plain data, and a one-off tiny world."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simdistill_ros.core.config import DetectorConfig, save_detector_config
+from training.config import TrainConfig, load_train_config
+
+CAMERAS = ("CAM_FRONT", "CAM_BACK")
+WORLD = {"scenes": 2, "samples_per_scene": 3, "seed": 5, "image_size": (90, 160), "sweeps": 2}
+
+
+def two_camera(config: DetectorConfig) -> DetectorConfig:
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, camera_names=CAMERAS))
+
+
+def train_config(folder: Path, detector: DetectorConfig, name: str = "train", **sections: dict[str, Any]) -> TrainConfig:
+    """Write <folder>/<name>.yaml (and the model preset beside it) and load it back as a TrainConfig.
+    sections override the test defaults section by section (schedule={...}, losses={...}, ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    preset = folder / "model.yaml"
+    save_detector_config(detector, preset)
+    data: dict[str, Any] = {
+        "model": "model.yaml",
+        "data": {"workers": 0, "pin_memory": False, "cbgs": False},
+        "optim": {"lr": 1.0e-3},
+        "schedule": {"epochs": 1, "batch_size": 1, "accumulate": 1, "precision": "fp32", "eval_every": 0,
+                     "log_every": 1, "max_steps_per_epoch": 1},
+        "lidar": {"max_sweeps": 2, "pillar_channels": 8, "encoder_blocks": 1},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_train_config(path)
+
+
+def config_path(folder: Path, name: str = "train") -> Path:
+    return folder / f"{name}.yaml"

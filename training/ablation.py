@@ -1,0 +1,221 @@
+"""`simdistill ablation --out DIR`: the toy-scale replication of SimDistill's ablation on a synthetic world.
+
+One command: generate a synthetic world (or reuse --world), train the teacher, the camera-only baseline
+(the same student, no distillation) and the SimDistill student with several seeds, and the single
+ablations without CMD, without GCM and without MMD-P; evaluate each with the devkit on the world's
+held-out val split; write DIR/ablation.json and DIR/ablation.md (mAP, NDS, mATE per row: mean, sample
+standard deviation and range over seeds, with the exact command and the machine), and optionally the
+same table to a docs file (--doc).
+
+Every run is an ordinary `simdistill train` run folder under DIR/runs/<row>-seed<k>. A finished run is
+reused and an interrupted one resumed, so re-running the same command continues where it stopped.
+The baseline's image encoder starts from the teacher's, exactly as the student's, so baseline and
+SimDistill differ only in the distillation losses.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import TrainConfig, load_train_config
+from training.fsutil import check_absent, write_bytes_atomic
+from training.loop import TrainRequest, train
+from training.run_state import format_command
+
+METRICS = ("mAP", "NDS", "mATE")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: its name, stage, how it changes the config, and how many seeds it runs."""
+
+    name: str
+    stage: str
+    seeds: int
+
+    def config(self, base: TrainConfig) -> TrainConfig:
+        losses = base.losses
+        if self.name == "w/o CMD":
+            return dataclasses.replace(base, losses=dataclasses.replace(losses, cmd=dataclasses.replace(losses.cmd, enabled=False)))
+        if self.name == "w/o MMD-P":
+            return dataclasses.replace(base, losses=dataclasses.replace(losses, mmd_p=dataclasses.replace(losses.mmd_p, enabled=False)))
+        if self.name == "w/o GCM":
+            return dataclasses.replace(base, gcm=False)
+        return base
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace("w/o ", "no-").replace(" ", "-")
+
+
+def rows(seeds: int, ablation_seeds: int) -> list[Row]:
+    return [Row("teacher", "teacher", 1), Row("baseline", "baseline", seeds), Row("SimDistill", "student", seeds),
+            Row("w/o CMD", "student", ablation_seeds), Row("w/o GCM", "student", ablation_seeds),
+            Row("w/o MMD-P", "student", ablation_seeds)]
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model, cores, memory, GPU, torch and its threads, and the load average (shared or not)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_GiB": mem_gib, "gpu": gpu, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "os": platform.platform(terse=True), "load_average": list(os.getloadavg())}
+
+
+def _summary(values: list[float]) -> dict[str, float | int | None]:
+    n = len(values)
+    return {"n": n, "mean": statistics.fmean(values) if n else None,
+            "std": statistics.stdev(values) if n > 1 else None,
+            "min": min(values) if n else None, "max": max(values) if n else None}
+
+
+def _cell(s: dict[str, Any]) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    if s["n"] == 1:
+        return f"{s['mean']:.4f}"
+    return f"{s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.4f}–{s['max']:.4f})"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The docs table: one row per model, mean ± sample std (min–max) over seeds."""
+    lines = ["# Toy-scale ablation on the synthetic world", "",
+             f"Command: `{report['command']}`", "",
+             f"World: {report['world']['description']}. Evaluation: nuScenes devkit (`detection_cvpr_2019`) on "
+             f"the world's held-out val split ({report['world']['val_samples']} samples).", "",
+             "| model | seeds | mAP | NDS | mATE |", "|---|---:|---|---|---|"]
+    for row in report["rows"]:
+        cells = " | ".join(_cell(row["summary"][m]) for m in METRICS)
+        lines.append(f"| {row['name']} | {row['summary']['mAP']['n']} | {cells} |")
+    m = report["machine"]
+    lines += ["", "Cells: mean ± sample standard deviation (min–max) over seeds; one seed shows the value alone.",
+              "", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_GiB']} GiB, GPU {m['gpu'] or 'none'}, "
+              f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, {m['os']}. "
+              f"Load average at start {report['load_start']}, at end {m['load_average']} "
+              f"(above the core count means other jobs shared the CPU).",
+              f"Started {report['started']}; wall time {report['wall_s'] / 60:.1f} min "
+              f"(per run: " + ", ".join(f"{r['run']} {r['wall_s']:.0f} s" for r in report["runs"]) + ")."]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="folder for the world, the runs and the report")
+    parser.add_argument("--config", default="ablation", help="training config (name in config/train/ or YAML path)")
+    parser.add_argument("--world", type=Path, default=None, help="reuse this synthetic dataroot instead of generating one")
+    parser.add_argument("--scenes", type=int, default=20, help="scenes of a generated world (20%% are val)")
+    parser.add_argument("--samples-per-scene", type=int, default=10)
+    parser.add_argument("--image-size", type=int, nargs=2, default=(225, 400), metavar=("H", "W"))
+    parser.add_argument("--sweeps", type=int, default=3, help="LiDAR sweeps between key frames of a generated world")
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the baseline and SimDistill rows")
+    parser.add_argument("--ablation-seeds", type=int, default=1, help="seeds of each single-ablation row")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=None, help="override data.workers (and world rendering)")
+    parser.add_argument("--doc", type=Path, default=None, help="also write the table here (e.g. docs/ablation.md)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --doc file")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _world(args: argparse.Namespace, version: str) -> Path:
+    if args.world is not None:
+        if not (args.world / version / "sample.json").is_file():
+            raise FileNotFoundError(f"--world {args.world} holds no {version} tables (sample.json)")
+        return args.world
+    world = args.out / "world"
+    if (world / "splits.json").is_file():
+        return world
+    from training.data.synth import generate
+
+    workers = args.workers if args.workers else (os.cpu_count() or 1)
+    return generate(world, args.scenes, args.samples_per_scene, args.world_seed, image_size=tuple(args.image_size),
+                    sweeps=args.sweeps, version=version, workers=workers, progress=not args.no_progress)
+
+
+def _train_run(row: Row, seed: int, config: TrainConfig, world: Path, runs: Path, teacher: Path | None,
+               device: str, progress: bool, command: str) -> tuple[Path, dict[str, Any], float]:
+    out = runs / f"{row.slug}-seed{seed}"
+    cfg = dataclasses.replace(row.config(config), seed=seed)
+    resume = (out / "run.json").is_file()
+    t0 = time.perf_counter()
+    req = TrainRequest(stage=row.stage, config=cfg, dataroot=world, out=out, teacher=teacher, resume=resume,
+                       device=device, progress=progress, command=command)
+    result = train(req)
+    return result.final_model, result.metrics, time.perf_counter() - t0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.seeds < 1 or args.ablation_seeds < 1:
+        raise ValueError("--seeds and --ablation-seeds must be >= 1")
+    if args.doc is not None:
+        check_absent(args.doc, args.force, "--doc file")
+    config = load_train_config(args.config)
+    if args.workers is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=args.workers))
+    if config.schedule.eval_every == 0 or config.schedule.epochs % config.schedule.eval_every:
+        config = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule,
+                                                                          eval_every=config.schedule.epochs))
+    command = format_command("simdistill ablation", args)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_start = list(os.getloadavg())
+    t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    version = config.data.version
+    world = _world(args, version)
+    runs_dir = args.out / "runs"
+    report_rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    teacher_ckpt: Path | None = None
+    for row in rows(args.seeds, args.ablation_seeds):
+        per_seed = []
+        for seed in range(row.seeds):
+            # the baseline gets the teacher too: its encoder starts from the teacher's, nothing is distilled
+            teacher = None if row.stage == "teacher" else teacher_ckpt
+            final, metrics, wall = _train_run(row, seed, config, world, runs_dir, teacher, args.device,
+                                              not args.no_progress, command)
+            if row.stage == "teacher":
+                teacher_ckpt = final
+            per_seed.append({"seed": seed, **{m: metrics.get(m) for m in METRICS}})
+            runs.append({"run": f"{row.slug}-seed{seed}", "wall_s": wall})
+        summary = {m: _summary([float(s[m]) for s in per_seed if s[m] is not None]) for m in METRICS}
+        report_rows.append({"name": row.name, "stage": row.stage, "seeds": per_seed, "summary": summary})
+    from training.data.nuscenes import build_infos
+
+    val = build_infos(world, version, config.data.val_split)
+    splits = json.loads((world / "splits.json").read_text())
+    report = {
+        "command": command, "started": started, "wall_s": time.perf_counter() - t0, "load_start": load_start,
+        "machine": machine_description(), "config": config.model, "runs": runs, "rows": report_rows,
+        "world": {"path": str(world), "val_samples": len(val),
+                  "description": f"{len(splits['train'])} train + {len(splits['val'])} val scenes at {world}"},
+    }
+    write_bytes_atomic(json.dumps(report, indent=2).encode(), args.out / "ablation.json", force=True)
+    text = render_markdown(report)
+    write_bytes_atomic(text.encode(), args.out / "ablation.md", force=True)
+    if args.doc is not None:
+        write_bytes_atomic(text.encode(), args.doc, force=args.force)
+    print(text)
+    return 0
