@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
     "train": ("training.train_cli", "train the teacher, the distilled student or the camera-only baseline"),
+    "train-bench": ("training.bench_train", "training throughput: the loader alone and one step per stage"),
     "ablation": ("training.ablation", "toy-scale SimDistill ablation on a synthetic world (teacher, baseline, "
                                       "SimDistill, w/o CMD/GCM/MMD-P) with devkit metrics"),
 }

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 from training.config import TrainConfig, load_train_config
 from training.fsutil import check_absent, write_bytes_atomic
 from training.loop import TrainRequest, train
+from training.machine import machine_description
 from training.run_state import format_command
 
 METRICS = ("mAP", "NDS", "mATE")
@@ -65,27 +65,6 @@ def rows(seeds: int, ablation_seeds: int) -> list[Row]:
             Row("w/o MMD-P", "student", ablation_seeds)]
 
 
-def machine_description() -> dict[str, Any]:
-    """CPU model, cores, memory, GPU, torch and its threads, and the load average (shared or not)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = None
-    try:
-        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_GiB": mem_gib, "gpu": gpu, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "os": platform.platform(terse=True), "load_average": list(os.getloadavg())}
-
-
 def _summary(values: list[float]) -> dict[str, float | int | None]:
     n = len(values)
     return {"n": n, "mean": statistics.fmean(values) if n else None,
@@ -107,12 +86,17 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`", "",
              f"World: {report['world']['description']}. Evaluation: nuScenes devkit (`detection_cvpr_2019`) on "
              f"the world's held-out val split ({report['world']['val_samples']} samples).", "",
-             "| model | seeds | mAP | NDS | mATE |", "|---|---:|---|---|---|"]
+             "| model | seeds | mAP | NDS | mATE | ΔNDS vs baseline | ΔmATE vs baseline |",
+             "|---|---:|---|---|---|---|---|"]
     for row in report["rows"]:
         cells = " | ".join(_cell(row["summary"][m]) for m in METRICS)
-        lines.append(f"| {row['name']} | {row['summary']['mAP']['n']} | {cells} |")
+        delta = row.get("delta_vs_baseline")
+        deltas = " | ".join(_cell(delta[m]) if delta else "" for m in ("NDS", "mATE"))
+        lines.append(f"| {row['name']} | {row['summary']['mAP']['n']} | {cells} | {deltas} |")
     m = report["machine"]
-    lines += ["", "Cells: mean ± sample standard deviation (min–max) over seeds; one seed shows the value alone.",
+    lines += ["", "Cells: mean ± sample standard deviation (min–max) over seeds; one seed shows the value alone. "
+              "Δ columns: the row minus the baseline of the same seed (same initialisation and data order), "
+              "over the seeds both have.",
               "", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_GiB']} GiB, GPU {m['gpu'] or 'none'}, "
               f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, {m['os']}. "
               f"Load average at start {report['load_start']}, at end {m['load_average']} "
@@ -201,7 +185,14 @@ def main(args: argparse.Namespace) -> int:
             per_seed.append({"seed": seed, **{m: metrics.get(m) for m in METRICS}})
             runs.append({"run": f"{row.slug}-seed{seed}", "wall_s": wall})
         summary = {m: _summary([float(s[m]) for s in per_seed if s[m] is not None]) for m in METRICS}
-        report_rows.append({"name": row.name, "stage": row.stage, "seeds": per_seed, "summary": summary})
+        entry: dict[str, Any] = {"name": row.name, "stage": row.stage, "seeds": per_seed, "summary": summary}
+        if row.stage == "student" and report_rows and report_rows[1]["name"] == "baseline":
+            base = {s["seed"]: s for s in report_rows[1]["seeds"]}
+            entry["delta_vs_baseline"] = {
+                m: _summary([float(s[m]) - float(base[s["seed"]][m]) for s in per_seed
+                             if s["seed"] in base and s[m] is not None and base[s["seed"]][m] is not None])
+                for m in METRICS}
+        report_rows.append(entry)
     from training.data.nuscenes import build_infos
 
     val = build_infos(world, version, config.data.val_split)

@@ -35,15 +35,13 @@ from tqdm import tqdm
 
 from simdistill_ros.core.checkpoint import save_checkpoint
 from simdistill_ros.core.config import DetectorConfig, config_to_dict
-from simdistill_ros.core.view_plan import build_bev_pool_plan
 from training import distributed as D
 from training.config import TrainConfig
-from training.depth_targets import lidar_depth_bins
 from training.loader import check_lidar_files, load_split, make_dataset, make_eval_loader, make_train_loader
 from training.run_log import RunLog
 from training.run_state import RunDir, capture_rng, load_train_state, restore_rng, save_train_state
 from training.stages import STAGES, StageSetup, build_stage, file_sha256, param_groups
-from training.targets import build_targets, object_mask
+from training.step import loss_terms, to_device
 from training.teacher.checkpoint import save_teacher
 from training.teacher.model import Teacher
 from training.validate import evaluate_model
@@ -121,15 +119,17 @@ class Trainer:
         self.run_dir = RunDir(Path(req.out))
         self.config_dict = config_to_dict(self.cfg)
         self._seed_everything(self.cfg.seed)
-        self._prepare_run_dir()
+        self._check_run_dir()
         self._build_data()
         self._build_model()
         self._build_optimiser()
         self.start_epoch, self.global_step = 0, 0
+        self.last_metrics: dict[str, Any] = {}
         resume_step = self._maybe_resume()
+        if not req.resume:  # everything checked: claim the folder
+            self._on_main(lambda: self.run_dir.start(self.run_info))
         self.log = RunLog(self.run_dir.metrics_file, self.run_dir.tensorboard, self.ctx.is_main, resume_step,
                           tensorboard=req.tensorboard)
-        self.last_metrics: dict[str, Any] = {}
 
     # ---- set-up ------------------------------------------------------------------------------
     @staticmethod
@@ -151,7 +151,9 @@ class Trainer:
             kind, _, message = error.partition(":")
             raise {"FileNotFoundError": FileNotFoundError, "FileExistsError": FileExistsError}.get(kind, ValueError)(message)
 
-    def _prepare_run_dir(self) -> None:
+    def _check_run_dir(self) -> None:
+        """For --resume: the run's stage, config and teacher must match. Else: the folder must be free
+        (it is claimed only after data, models and teacher have been checked)."""
         req = self.req
         teacher_sha = file_sha256(req.teacher) if req.teacher is not None and req.teacher.is_file() else None
         if req.resume:
@@ -168,7 +170,7 @@ class Trainer:
             "device": str(self.device), "torch": torch.__version__,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        self._on_main(lambda: self.run_dir.start(self.run_info))
+        self._on_main(self.run_dir.check_new)
 
     def _build_data(self) -> None:
         cfg, req = self.cfg, self.req
@@ -190,6 +192,9 @@ class Trainer:
         if cfg.schedule.eval_every and self.ctx.is_main:
             load(cfg.data.val_split)
             self.val_infos = infos[cfg.data.val_split]
+            if not self.val_infos:
+                raise ValueError(f"schedule.eval_every is {cfg.schedule.eval_every} but split {cfg.data.val_split!r} "
+                                 f"of {req.dataroot} has no samples")
         self.pin = cfg.data.pin_memory and self.device.type == "cuda"
 
     def _build_model(self) -> None:
@@ -199,6 +204,8 @@ class Trainer:
             why = {"teacher": "teacher training", "student": "distillation (the teacher's input)"}.get(
                 req.stage, "depth supervision")
             check_lidar_files(self.train_infos, cfg.lidar.max_sweeps, why)
+        if self.val_infos and isinstance(self.setup.model, Teacher):
+            check_lidar_files(self.val_infos, cfg.lidar.max_sweeps, "evaluating the teacher")
         train_ds = make_dataset(self.train_infos, self.detector, cfg, train=True, load_lidar=self.setup.needs_lidar)
         self.train_loader, self.sampler = make_train_loader(train_ds, cfg, self.ctx, self.pin)
         self.val_loader = None
@@ -250,8 +257,11 @@ class Trainer:
         if isinstance(self.req.resume, Path):
             path, previous = self.req.resume, None
         else:
-            if not found:
-                raise FileNotFoundError(f"--resume: {self.run_dir.checkpoints} holds no epoch checkpoint")
+            if not found:  # stopped before its first epoch ended: nothing to restore, start over
+                if self.ctx.is_main and self.req.progress:
+                    print(f"--resume: {self.run_dir.checkpoints} holds no epoch checkpoint yet; starting at epoch 1",
+                          file=sys.stderr)
+                return 0
             path = found[-1][1]
             previous = found[-2][1] if len(found) > 1 else None
         state = load_train_state(path, previous)
@@ -271,23 +281,8 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------
     def _micro_batch(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        dev, g = self.device, self.detector.geometry
-        nb = self.pin
-        images = batch["images"].to(dev, non_blocking=nb)
-        K, cam_to_ego = batch["K"].to(dev, non_blocking=nb), batch["cam_to_ego"].to(dev, non_blocking=nb)
-        img_aug, bev_aug = batch["img_aug"].to(dev, non_blocking=nb), batch["bev_aug"].to(dev, non_blocking=nb)
-        points, num_points = batch["points"].to(dev, non_blocking=nb), batch["num_points"].to(dev, non_blocking=nb)
-        plan = build_bev_pool_plan(g, K, cam_to_ego, img_aug, bev_aug)
-        targets = build_targets(batch["gt_boxes"].to(dev, non_blocking=nb), batch["gt_labels"].to(dev, non_blocking=nb),
-                                self.detector.model.tasks, g, self.cfg.targets)
-        losses = self.cfg.losses
-        depth = lidar_depth_bins(points, num_points, K, cam_to_ego, img_aug, bev_aug, g) if losses.depth.active else None
-        with self.autocast():
-            if isinstance(self.setup.model, Teacher):
-                return self.wrapped(images, plan, points, num_points, targets, depth)
-            teacher = None if self.setup.teacher is None else self.setup.teacher(images, plan, points, num_points)
-            mask = object_mask(targets) if teacher is not None and losses.cmd.active else None
-            return self.wrapped(images, plan, targets, mask, teacher, depth)
+        return loss_terms(self.wrapped, isinstance(self.setup.model, Teacher), self.setup.teacher,
+                          to_device(batch, self.device, self.pin), self.detector, self.cfg, self.autocast)
 
     def _fail_non_finite(self, epoch: int, step_in_epoch: int, terms: dict[str, float], what: str) -> None:
         ckpt = self.run_dir.latest_state()
@@ -358,9 +353,9 @@ class Trainer:
                 if _is_oom(e):
                     self._fail_oom(epoch, e)
                 raise
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / group_size
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) / group_size
+            values = torch.stack([*(v.detach().float() for v in terms.values()), total.detach()]).tolist()
+            for k, v in zip([*terms, "loss"], values):
+                sums[k] = sums.get(k, 0.0) + v / group_size
             micro_in_step += 1
             if not last:
                 continue

@@ -131,8 +131,8 @@ class RunDir:
             raise ValueError(f"{self.run_file} is not a simdistill run description")
         return data
 
-    def start(self, description: dict[str, Any]) -> None:
-        """Claim an absent or empty folder for a new run: FileExistsError when it holds anything."""
+    def check_new(self) -> None:
+        """FileExistsError unless the folder is absent or empty (a new run may start there)."""
         if self.root.exists():
             if not self.root.is_dir():
                 raise FileExistsError(f"output {self.root} exists and is not a folder")
@@ -149,6 +149,10 @@ class RunDir:
                 raise FileExistsError(f"output folder {self.root} already holds {what}{detail}: "
                                       f"{', '.join(entries[:5])}; pass --resume to continue that run or choose "
                                       f"another --out")
+
+    def start(self, description: dict[str, Any]) -> None:
+        """Claim the folder for a new run (check_new again, then write run.json)."""
+        self.check_new()
         self.root.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(json.dumps(description, indent=2).encode(), self.run_file)
 

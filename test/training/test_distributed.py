@@ -51,3 +51,24 @@ def test_two_gloo_processes_match_one_accumulating_process(tiny_world: Path, sma
               for r in (run, tmp_path / "one" / "run")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 2
     assert abs(losses[0][1] - losses[0][0]) > 1e-3
+
+
+def test_distributed_cbgs_shards_the_class_balanced_list(tiny_world: Path) -> None:
+    from training.data.dataset import CameraDetectionDataset, CBGSSampler
+    from training.data.nuscenes import build_infos
+    from training.distributed import DistributedCBGSSampler
+
+    infos = build_infos(tiny_world, "v1.0-trainval", "train")
+    ds = CameraDetectionDataset(infos, train_helpers.any_geometry(), load_lidar=False)
+    full = CBGSSampler(ds, seed=3)
+    full.set_epoch(4)
+    want = list(full)
+    shards = [DistributedCBGSSampler(ds, 3, r, seed=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(4)
+    got = [list(s) for s in shards]
+    assert len({len(g) for g in got}) == 1 and len(got[0]) == len(shards[0]) == -(-len(want) // 3)
+    padded = want + want[: 3 * len(got[0]) - len(want)]
+    assert [padded[i] for i in range(len(padded))] == [got[i % 3][i // 3] for i in range(len(padded))]
+    shards[0].set_epoch(5)
+    assert list(shards[0]) != got[0]

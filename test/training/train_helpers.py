@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from simdistill_ros.core.config import DetectorConfig, save_detector_config
+from simdistill_ros.core.config import DetectorConfig, GeometryConfig, save_detector_config
 from training.config import TrainConfig, load_train_config
 
 CAMERAS = ("CAM_FRONT", "CAM_BACK")
@@ -17,6 +17,13 @@ WORLD = {"scenes": 2, "samples_per_scene": 3, "seed": 5, "image_size": (90, 160)
 
 def two_camera(config: DetectorConfig) -> DetectorConfig:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, camera_names=CAMERAS))
+
+
+def any_geometry() -> GeometryConfig:
+    """Any valid geometry (the CBGS test builds a dataset only for its class lists)."""
+    from simdistill_ros.core.config import load_preset
+
+    return load_preset("tiny").geometry
 
 
 def train_config(folder: Path, detector: DetectorConfig, name: str = "train", **sections: dict[str, Any]) -> TrainConfig:
