@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,9 +89,11 @@ def atomic_dir(out: str | os.PathLike[str], force: bool = False) -> Iterator[Pat
         raise
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Write `data` to `path` via a temporary file beside it and a rename (mode 0o666 & ~umask, as any
-    open); an existing file is an error unless force."""
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], force: bool = False) -> Iterator[BinaryIO]:
+    """Yield a binary file open on a temporary beside `path` (mode 0o666 & ~umask, as any open); when the
+    block succeeds it is renamed onto `path`, when it fails it is deleted. An existing file is an error
+    unless force."""
     path = Path(path)
     check_absent(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +107,15 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike[str], force: bool = 
             continue
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Write `data` to `path` via a temporary file beside it and a rename (atomic_file)."""
+    with atomic_file(path, force) as f:
+        f.write(data)
+    return Path(path)

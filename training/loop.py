@@ -231,7 +231,7 @@ class Trainer:
         self.wrapped: nn.Module = objective
         if self.ctx.distributed:
             ids = [self.ctx.local_rank] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=True)
+            self.wrapped = DistributedDataParallel(objective, device_ids=ids)
 
     def _build_optimiser(self) -> None:
         o, sched = self.cfg.optim, self.cfg.schedule

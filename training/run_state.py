@@ -14,7 +14,6 @@ are read with `torch.load(weights_only=True)`: tensors and plain data only.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shlex
 import random
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from simdistill_ros.core.checkpoint import read_payload
-from training.fsutil import write_bytes_atomic
+from training.fsutil import atomic_file, write_bytes_atomic
 
 STATE_FORMAT = "simdistill_ros.train_state"
 STATE_VERSION = 1
@@ -79,9 +78,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_torch(obj: Any, path: Path) -> Path:
     """torch.save through a temporary file and a rename (replaces an older file of that name)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return write_bytes_atomic(buf.getvalue(), path, force=True)
+    with atomic_file(path, force=True) as f:
+        torch.save(obj, f)
+    return path
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simdistill_ros.core.config import DetectorConfig
+from simdistill_ros.core.config import DetectorConfig, config_to_dict
 from simdistill_ros.core.model.backbone import load_torchvision_weights
 from simdistill_ros.core.model.student import Student
 from training.config import TrainConfig
 from training.objective import FrozenTeacher, StudentObjective, TeacherObjective
+from training.run_state import dict_differences
 from training.teacher.checkpoint import check_teacher_fits, load_teacher
 from training.teacher.model import Teacher
 
@@ -113,6 +114,10 @@ def build_stage(stage: str, config: TrainConfig, detector: DetectorConfig, teach
                              "comes from the teacher (pass --backbone-weights when training the teacher)")
         teacher, teacher_cfg, _ = load_teacher(teacher_path)
         check_teacher_fits(teacher_path, teacher_cfg, detector)
+        if stage == "student" and teacher.lidar_config != config.lidar:
+            diffs = dict_differences(config_to_dict(teacher.lidar_config), config_to_dict(config.lidar), "lidar")
+            raise ValueError(f"teacher checkpoint {teacher_path} was trained on other LiDAR input than this "
+                             f"config loads for it: " + "; ".join(diffs) + " (teacher -> config)")
         init_encoder_from_teacher(student, teacher)
         init = f"teacher:{teacher_path.name}"
         if stage == "student":

@@ -1,8 +1,8 @@
-"""Started by torchrun in test_distributed.py (not a test): train the baseline stage on every rank, then
-save this rank's parameters and buffers to <out>.rank<r>.pt."""
+"""The rank function of test_distributed.py (not a test): set the environment torchrun would set, train
+the baseline stage, then save this rank's parameters to <out>.rank<r>.pt."""
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
 import torch
@@ -12,18 +12,15 @@ from training.config import load_train_config
 from training.loop import Trainer, TrainRequest
 
 
-def main() -> None:
-    config, dataroot, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+def run_rank(rank: int, world_size: int, port: int, config: str, dataroot: Path, out: Path) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     trainer = Trainer(TrainRequest("baseline", load_train_config(config), dataroot, out, progress=False,
                                    tensorboard=False))
     trainer.run()
     model = trainer.objective.model
     torch.save({"params": dict(model.named_parameters()), "buffers": dict(model.named_buffers())},
-               out.with_name(f"{out.name}.rank{trainer.ctx.rank}.pt"))
+               out.with_name(f"{out.name}.rank{rank}.pt"))
     D.barrier(trainer.ctx)
     D.shutdown(trainer.ctx)
-
-
-if __name__ == "__main__":
-    main()

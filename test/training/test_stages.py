@@ -55,6 +55,9 @@ def test_student_encoder_from_teacher_at_a_tenth_of_the_lr(small_config: Detecto
     assert not any(p.requires_grad for p in base.model.proj.parameters())
     with pytest.raises(ValueError, match="--backbone-weights and --teacher both initialise"):
         build_stage("student", config, small_config, path, tmp_path / "x.pth")
+    more_sweeps = TrainConfig(model="tiny", lidar=LidarConfig(max_sweeps=9, pillar_channels=8, encoder_blocks=1))
+    with pytest.raises(ValueError, match=r"other LiDAR input .*lidar.max_sweeps: 1 -> 9"):
+        build_stage("student", more_sweeps, small_config, path, None)
 
 
 def test_disabled_gcm_passes_its_input_through(small_config: DetectorConfig) -> None:

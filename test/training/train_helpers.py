@@ -16,7 +16,9 @@ WORLD = {"scenes": 2, "samples_per_scene": 3, "seed": 5, "image_size": (90, 160)
 
 
 def two_camera(config: DetectorConfig) -> DetectorConfig:
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, camera_names=CAMERAS))
+    """Two cameras, and at most 30 boxes per sample (an untrained model fills every slot)."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, camera_names=CAMERAS),
+                               postprocess=dataclasses.replace(config.postprocess, max_detections=30))
 
 
 def any_geometry() -> GeometryConfig:

@@ -6,7 +6,6 @@ must have the same meaning on both sides).
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 from simdistill_ros.core.checkpoint import load_state_into, read_payload
 from simdistill_ros.core.config import DetectorConfig, config_from_dict, config_to_dict
 from training.config import LidarConfig
-from training.fsutil import write_bytes_atomic
+from training.fsutil import atomic_file
 from training.teacher.model import Teacher
 
 FORMAT = "simdistill_ros.teacher"
@@ -37,9 +36,9 @@ def save_teacher(path: str | os.PathLike[str], teacher: Teacher, config: Detecto
         "state_dict": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return write_bytes_atomic(buf.getvalue(), path, force=force)
+    with atomic_file(path, force=force) as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def load_teacher(path: str | os.PathLike[str]) -> tuple[Teacher, DetectorConfig, dict[str, Any]]:
