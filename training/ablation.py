@@ -85,7 +85,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Toy-scale ablation on the synthetic world", "",
              f"Command: `{report['command']}`", "",
              f"World: {report['world']['description']}. Evaluation: nuScenes devkit (`detection_cvpr_2019`) on "
-             f"the world's held-out val split ({report['world']['val_samples']} samples).", "",
+             f"the world's held-out val split ({report['world']['val_samples']} samples). Model preset "
+             f"`{report['preset']}`; students train {report['epochs']['student']} epochs, the teacher "
+             f"{report['epochs']['teacher']}.", "",
              "| model | seeds | mAP | NDS | mATE | ΔNDS vs baseline | ΔmATE vs baseline |",
              "|---|---:|---|---|---|---|---|"]
     for row in report["rows"]:
@@ -112,11 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", type=Path, default=None, help="reuse this synthetic dataroot instead of generating one")
     parser.add_argument("--scenes", type=int, default=20, help="scenes of a generated world (20%% are val)")
     parser.add_argument("--samples-per-scene", type=int, default=10)
-    parser.add_argument("--image-size", type=int, nargs=2, default=(225, 400), metavar=("H", "W"))
+    parser.add_argument("--image-size", type=int, nargs=2, default=(180, 320), metavar=("H", "W"))
     parser.add_argument("--sweeps", type=int, default=3, help="LiDAR sweeps between key frames of a generated world")
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the baseline and SimDistill rows")
     parser.add_argument("--ablation-seeds", type=int, default=1, help="seeds of each single-ablation row")
+    parser.add_argument("--teacher-epochs", type=int, default=8,
+                        help="epochs of the teacher (the students train the config's schedule.epochs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=None, help="override data.workers (and world rendering)")
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here (e.g. docs/ablation.md)")
@@ -140,9 +144,12 @@ def _world(args: argparse.Namespace, version: str) -> Path:
 
 
 def _train_run(row: Row, seed: int, config: TrainConfig, world: Path, runs: Path, teacher: Path | None,
-               device: str, progress: bool, command: str) -> tuple[Path, dict[str, Any], float]:
+               device: str, progress: bool, command: str, teacher_epochs: int) -> tuple[Path, dict[str, Any], float]:
     out = runs / f"{row.slug}-seed{seed}"
     cfg = dataclasses.replace(row.config(config), seed=seed)
+    if row.stage == "teacher":
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, epochs=teacher_epochs,
+                                                                    eval_every=teacher_epochs))
     resume = (out / "run.json").is_file()
     t0 = time.perf_counter()
     req = TrainRequest(stage=row.stage, config=cfg, dataroot=world, out=out, teacher=teacher, resume=resume,
@@ -152,8 +159,8 @@ def _train_run(row: Row, seed: int, config: TrainConfig, world: Path, runs: Path
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.seeds < 1 or args.ablation_seeds < 1:
-        raise ValueError("--seeds and --ablation-seeds must be >= 1")
+    if args.seeds < 1 or args.ablation_seeds < 1 or args.teacher_epochs < 1:
+        raise ValueError("--seeds, --ablation-seeds and --teacher-epochs must be >= 1")
     if args.doc is not None:
         check_absent(args.doc, args.force, "--doc file")
     config = load_train_config(args.config)
@@ -179,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
             # the baseline gets the teacher too: its encoder starts from the teacher's, nothing is distilled
             teacher = None if row.stage == "teacher" else teacher_ckpt
             final, metrics, wall = _train_run(row, seed, config, world, runs_dir, teacher, args.device,
-                                              not args.no_progress, command)
+                                              not args.no_progress, command, args.teacher_epochs)
             if row.stage == "teacher":
                 teacher_ckpt = final
             per_seed.append({"seed": seed, **{m: metrics.get(m) for m in METRICS}})
@@ -200,6 +207,8 @@ def main(args: argparse.Namespace) -> int:
     report = {
         "command": command, "started": started, "wall_s": time.perf_counter() - t0, "load_start": load_start,
         "machine": machine_description(), "config": config.model, "runs": runs, "rows": report_rows,
+        "preset": config.detector_config().name,
+        "epochs": {"student": config.schedule.epochs, "teacher": args.teacher_epochs},
         "world": {"path": str(world), "val_samples": len(val),
                   "description": f"{len(splits['train'])} train + {len(splits['val'])} val scenes at {world}"},
     }

@@ -24,7 +24,7 @@ def test_ablation_trains_every_row_and_writes_the_table(tiny_world: Path, small_
     out, doc = tmp_path / "abl", tmp_path / "ablation.md"
     args = ["ablation", "--out", str(out), "--world", str(tiny_world), "--config",
             str(train_helpers.config_path(tmp_path, "ablation")), "--seeds", "2", "--ablation-seeds", "1",
-            "--no-progress", "--doc", str(doc)]
+            "--teacher-epochs", "1", "--no-progress", "--doc", str(doc)]
     assert cli_main(args) == 0
     report = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in report["rows"]] == list(ROWS)
