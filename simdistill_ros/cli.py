@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+    "export": ("training.export", "export a student checkpoint to ONNX (any rig) or a TensorRT engine"),
 }
 
 
