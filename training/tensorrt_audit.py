@@ -105,7 +105,8 @@ def audit_tensorrt_ops(model: ModelProto) -> list[OpFinding]:
         if node.op_type == "ScatterElements":
             red = _attr(node, "reduction", b"none")
             reductions.setdefault(node.op_type, set()).add(red.decode() if isinstance(red, bytes) else str(red))
-            if red not in (b"none", "none") and elem.get(node.input[1], onnx.TensorProto.INT64) != onnx.TensorProto.INT64:
+            int64 = onnx.TensorProto.INT64
+            if red not in (b"none", "none") and elem.get(node.input[1], int64) != int64:
                 problems[node.op_type].append(f"{node.name}: indices are not INT64 (the plugin needs INT64)")
     findings = []
     for op, count in sorted(counts.items()):

@@ -34,7 +34,8 @@ def _inputs(det: Detector, frame: Frame) -> tuple[torch.Tensor, object]:
     return det.preprocess(frame, aug), det.plan_for(frame, aug)
 
 
-def test_padded_plan_gives_the_unpadded_heads(make_student: Callable[..., Student], small_config: DetectorConfig, random_frame: Frame) -> None:
+def test_padded_plan_gives_the_unpadded_heads(make_student: Callable[..., Student],
+                                              small_config: DetectorConfig, random_frame: Frame) -> None:
     model = make_student(small_config)
     det = Detector(model, small_config)
     images, plan = _inputs(det, random_frame)
@@ -44,7 +45,8 @@ def test_padded_plan_gives_the_unpadded_heads(make_student: Callable[..., Studen
     with torch.inference_mode():
         ref = model(images, plan.depth_index, plan.pixel_index, plan.cell_index)
         got = padded_forward(model, images, *pad_plan(plan, length))
-        plan_b = det.plans.get(*(np.stack(a) for a in zip(*[(c.K, c.cam_to_ego) for c in random_frame.calibrations])),
+        calibs = random_frame.calibrations
+        plan_b = det.plans.get(np.stack([c.K for c in calibs]), np.stack([c.cam_to_ego for c in calibs]),
                                det.image_augs(random_frame), np.array([True, False, True, True, True, True]))
         other = padded_forward(model, images, *pad_plan(plan_b, length))
         other_ref = model(images, plan_b.depth_index, plan_b.pixel_index, plan_b.cell_index)
@@ -56,7 +58,8 @@ def test_padded_plan_gives_the_unpadded_heads(make_student: Callable[..., Studen
         pad_plan(plan, plan.num_points - 1)
 
 
-def test_torch_backend_modes_and_precisions(make_student: Callable[..., Student], small_config: DetectorConfig, random_frame: Frame) -> None:
+def test_torch_backend_modes_and_precisions(make_student: Callable[..., Student],
+                                            small_config: DetectorConfig, random_frame: Frame) -> None:
     model = make_student(small_config)
     det = Detector(model, small_config)
     images, plan = _inputs(det, random_frame)
@@ -76,7 +79,8 @@ def test_torch_backend_modes_and_precisions(make_student: Callable[..., Student]
         TorchBackend(model, precision="int8")
 
 
-def test_backend_choice_for_each_kind_of_file(make_student: Callable[..., Student], small_config: DetectorConfig, tmp_path: Path) -> None:
+def test_backend_choice_for_each_kind_of_file(make_student: Callable[..., Student],
+                                              small_config: DetectorConfig, tmp_path: Path) -> None:
     cpu = torch.device("cpu")
     assert resolve_backend("auto", "m.pt", cpu) == "torch"
     assert resolve_backend("auto", "m.onnx", cpu) == "onnxruntime"
@@ -101,7 +105,8 @@ def test_backend_choice_for_each_kind_of_file(make_student: Callable[..., Studen
 def test_missing_backend_gives_the_install_hint(module: str, hint: str, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
-    with pytest.raises(BackendUnavailableError, match="install it with: " + hint.replace("[", r"\[").replace("]", r"\]")):
+    escaped = hint.replace("[", r"\[").replace("]", r"\]")
+    with pytest.raises(BackendUnavailableError, match="install it with: " + escaped):
         require_module(module, module)
     if module == "onnxruntime":
         (tmp_path / "m.onnx").write_bytes(b"")
@@ -116,7 +121,8 @@ def test_engine_cache_key_changes_with_each_part() -> None:
     base = dict(onnx_sha256="a" * 64, gpu_name="NVIDIA H200 (sm_90)", trt_version="10.13.0", precision="fp16",
                 profile=PointProfile(1, 1000, 2000))
     variants = [dict(onnx_sha256="b" * 64), dict(gpu_name="Orin (sm_87)"), dict(trt_version="10.3.0"),
-                dict(precision="fp32"), dict(profile=PointProfile(1, 1000, 4000)), dict(profile=PointProfile(1, 900, 2000))]
+                dict(precision="fp32"), dict(profile=PointProfile(1, 1000, 4000)),
+                dict(profile=PointProfile(1, 900, 2000))]
     key = engine_cache_key(**base)  # type: ignore[arg-type]
     assert key == engine_cache_key(**base)  # type: ignore[arg-type]
     keys = {engine_cache_key(**{**base, **v}) for v in variants}  # type: ignore[arg-type]
@@ -157,11 +163,13 @@ def test_device_path_preprocessing_equals_cpu_path(small_config: DetectorConfig,
     flipped[2] = np.diag([-1.0, 1.0, 1.0, 1.0]) @ flipped[2]
     flipped[2][0, 3] += g.image_size[1]
     mixed, _ = preprocess_images(imgs, g, img_aug=flipped)
-    assert torch.equal(mixed[:, 2], cpu[:, 2].flip(-1)) and torch.equal(mixed[:, [0, 1, 3, 4, 5]], cpu[:, [0, 1, 3, 4, 5]])
+    assert torch.equal(mixed[:, 2], cpu[:, 2].flip(-1))
+    assert torch.equal(mixed[:, [0, 1, 3, 4, 5]], cpu[:, [0, 1, 3, 4, 5]])
 
 
 @needs_cuda
-def test_cuda_preprocessing_equals_cpu(make_student: Callable[..., Student], small_config: DetectorConfig, random_frame: Frame) -> None:
+def test_cuda_preprocessing_equals_cpu(make_student: Callable[..., Student],
+                                       small_config: DetectorConfig, random_frame: Frame) -> None:
     det = Detector(make_student(small_config), small_config, device="cuda")
     aug = det.image_augs(random_frame)
     dev = det.preprocess(random_frame, aug).cpu()
@@ -170,9 +178,10 @@ def test_cuda_preprocessing_equals_cpu(make_student: Callable[..., Student], sma
 
 
 @needs_cuda
-def test_cuda_fp16_boxes_match_fp32(make_student: Callable[..., Student], small_config: DetectorConfig, random_frame: Frame) -> None:
-    config = dataclasses.replace(small_config, postprocess=dataclasses.replace(small_config.postprocess,
-                                                                               score_threshold=0.12))
+def test_cuda_fp16_boxes_match_fp32(make_student: Callable[..., Student],
+                                    small_config: DetectorConfig, random_frame: Frame) -> None:
+    post = dataclasses.replace(small_config.postprocess, score_threshold=0.12)
+    config = dataclasses.replace(small_config, postprocess=post)
     a = Detector(make_student(config), config, device="cuda").detect(random_frame)
     b = Detector(make_student(config), config, device="cuda", precision="fp16").detect(random_frame)
     assert len(a) > 0
@@ -182,7 +191,8 @@ def test_cuda_fp16_boxes_match_fp32(make_student: Callable[..., Student], small_
 
 
 @needs_cuda
-def test_cuda_graphs_match_eager(make_student: Callable[..., Student], small_config: DetectorConfig, random_frame: Frame) -> None:
+def test_cuda_graphs_match_eager(make_student: Callable[..., Student],
+                                 small_config: DetectorConfig, random_frame: Frame) -> None:
     det = Detector(make_student(small_config), small_config, device="cuda")
     images, plan = _inputs(det, random_frame)
     ref = det.backend(images, plan)

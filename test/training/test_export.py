@@ -81,7 +81,8 @@ def _synthetic_frame(names: tuple[str, ...]) -> Frame:
     return Frame(images, tuple(calibs), stamp_ns=7)
 
 
-def test_onnxruntime_gives_the_same_boxes_on_a_synthetic_frame(tiny: tuple[Student, DetectorConfig, Path, Path]) -> None:
+def test_onnxruntime_gives_the_same_boxes_on_a_synthetic_frame(
+        tiny: tuple[Student, DetectorConfig, Path, Path]) -> None:
     model, config, _, onnx_path = tiny
     frame = _synthetic_frame(config.model.camera_names)
     ref = Detector(model, config).detect(frame)

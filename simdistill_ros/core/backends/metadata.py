@@ -139,8 +139,9 @@ def check_expected(record: ExportRecord, source: str, config: DetectorConfig | N
     if checkpoint is not None:
         digest = sha256_file(checkpoint)
         if digest != record.checkpoint_sha256:
-            raise ValueError(f"{source} was exported from a checkpoint with SHA-256 {record.checkpoint_sha256[:12]}..., "
-                             f"not from {checkpoint} ({digest[:12]}...): re-export it")
+            raise ValueError(f"{source} was exported from a checkpoint with SHA-256 "
+                             f"{record.checkpoint_sha256[:12]}..., not from {checkpoint} ({digest[:12]}...): "
+                             f"re-export it")
     if config is not None and config != record.config:
         diff = [f.name for f in config.__dataclass_fields__.values()
                 if getattr(config, f.name) != getattr(record.config, f.name)]
