@@ -58,6 +58,9 @@ class OnnxRuntimeBackend(InferenceBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
             options.intra_op_num_threads = int(threads)
+        # no busy-waiting of idle worker threads: they would steal the cores of the ROS callbacks (and of
+        # torch, when the bench interleaves the two)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
