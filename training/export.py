@@ -117,8 +117,11 @@ def main(args: argparse.Namespace) -> int:
     require_module("onnxscript", "export")
     model, config, digest = load_student(args.checkpoint)
     onnx_path = args.out if args.format == "onnx" else args.out.with_suffix(".onnx")
-    if args.format == "tensorrt":
+    if args.format == "tensorrt":  # fail before the (slow) export when no engine can be built here
         check_absent(args.out, args.force, "engine")
+        require_trt()
+        if not str(args.device).startswith("cuda") or not torch.cuda.is_available():
+            raise ValueError(f"--format tensorrt builds on a CUDA GPU; --device {args.device} is not available")
     findings = export_onnx(model, config, onnx_path, digest, args.opset, args.force, verify=not args.no_verify)
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB, opset {args.opset}, "
           f"{len(config.model.camera_names)} cameras, {POINTS_DIM} dynamic)")

@@ -179,3 +179,15 @@ def test_r50_export_reloads(tmp_path: Path) -> None:
     backend = OnnxRuntimeBackend(out)
     assert backend.record.config == config and backend.record.opset == 18
     assert [i.name for i in backend.session.get_inputs()] == ["images", "depth_index", "pixel_index", "cell_index"]
+
+
+def test_tensorrt_export_without_tensorrt_names_the_install(tiny: tuple[Student, DetectorConfig, Path, Path],
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    out = tmp_path / "m.engine"
+    assert cli_main(["export", "--checkpoint", str(tiny[2]), "--format", "tensorrt", "--out", str(out)]) == 2
+    assert "pip install tensorrt-cu12" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".onnx").exists()
