@@ -47,8 +47,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory,
 
 def _heads_close(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=ATOL)
+    for x, y in zip(a, b):  # float32 sums in another order: tolerance relative to the heads' scale (~1-10;
+        # a wrong pooling moves them by ~0.1, test/core/test_backends.py)
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=ATOL * max(1.0, float(y.abs().max())))
 
 
 def test_onnxruntime_matches_torch_on_fresh_random_inputs(tiny: tuple[Student, DetectorConfig, Path, Path]) -> None:
