@@ -46,6 +46,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX file {self.path} does not exist")
         ort = require_module("onnxruntime", self.name)
+        ort.disable_telemetry_events()  # onnxruntime 1.32's 1DS telemetry: nothing leaves a robot
         providers: list[Any] = [CPU_PROVIDER]
         if self.device.type == "cuda":
             if CUDA_PROVIDER not in ort.get_available_providers():
