@@ -18,9 +18,9 @@ import pytest  # noqa: E402 - after the DDS environment is set
 from simdistill_ros.core.config import DetectorConfig, load_preset
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_config() -> DetectorConfig:
-    """The tiny preset, shrunk further for fast CPU tests."""
+    """The tiny preset, shrunk further for fast CPU tests (frozen, so one instance serves the session)."""
     cfg = load_preset("tiny")
     geometry = dataclasses.replace(cfg.geometry, image_size=(64, 176), resize_width=192, depth_step=4.0,
                                    bev_resolution=1.6)

@@ -48,8 +48,8 @@ class MessageFactory:
             c = self._classes[name] = self._lookup(name)
         return c
 
-    def __call__(self, name: str, **fields: Any) -> Any:
-        return self.cls(name)(**fields)
+    def __call__(self, type_name: str, /, **fields: Any) -> Any:
+        return self.cls(type_name)(**fields)
 
     @property
     def numpy_arrays(self) -> bool:
