@@ -95,6 +95,14 @@ def _matrix(translation: np.ndarray, rotation_xyzw: np.ndarray) -> np.ndarray:
     return T
 
 
+def _rigid_inverse(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid 4x4 (R^T, -R^T t): exact, and no LAPACK call on the per-frame path."""
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
+
+
 def _sec(stamp_ns: int) -> str:
     return f"{stamp_ns / 1e9:.6f}"
 
@@ -175,7 +183,7 @@ class TransformBuffer:
             common = self._common_ancestor(target, source, up_source, up_target)
             T_common_source = self._compose(up_source, common, stamp_ns)
             T_common_target = self._compose(up_target, common, stamp_ns)
-        return np.linalg.inv(T_common_target) @ T_common_source
+        return _rigid_inverse(T_common_target) @ T_common_source
 
     def lookup_through(self, target: str, target_stamp_ns: int, source: str, source_stamp_ns: int,
                        fixed: str) -> np.ndarray:

@@ -158,7 +158,7 @@ class FrameBuilder:
                 except TransformError as e:
                     raise ConversionError(f"topic {cam.image_topic} field header.frame_id: no transform {frame_id!r} -> "
                                           f"{self.target_frame!r}: {e}") from e
-                calibs[i] = CameraCalibration(cam.name, intr.K, T, intr.image_size)
+                calibs[i] = self._calibration(cam.name, intr, T)
                 if self._pool is not None:
                     jobs[i] = self._pool.submit(self._image, cam, msg, intr)
                 else:
@@ -183,14 +183,21 @@ class FrameBuilder:
                       valid=None if all(valid) else tuple(valid))
         return BuiltFrame(frame, problems, tuple(compensated), changed)
 
+    def _calibration(self, name: str, intr: Intrinsics, T: np.ndarray) -> CameraCalibration:
+        """The camera's last CameraCalibration when nothing changed (no re-validation per frame), else a new one."""
+        prev = self._last.get(name)
+        if prev is not None and prev.image_size == intr.image_size and np.array_equal(prev.K, intr.K) \
+                and np.array_equal(prev.cam_to_ego, T):
+            return prev
+        return CameraCalibration(name, intr.K, T, intr.image_size)
+
     def _note_calibration(self, calibs: list[CameraCalibration | None]) -> bool:
         changed = False
         for cal in calibs:
             if cal is None:
                 continue
             prev = self._last.get(cal.name)
-            if prev is not None and (prev.image_size != cal.image_size or not np.array_equal(prev.K, cal.K)
-                                     or not np.array_equal(prev.cam_to_ego, cal.cam_to_ego)):
+            if prev is not None and prev is not cal:
                 changed = True
             self._last[cal.name] = cal
         if changed:

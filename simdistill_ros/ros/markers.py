@@ -1,13 +1,18 @@
 """Detections -> visualization_msgs/MarkerArray for rviz2 (which shows Detection3DArray only with a plugin).
 
 One array per output: a DELETEALL marker first (so boxes of the previous output vanish exactly when the
-new ones arrive), then per detection a LINE_LIST box outline coloured by class, a TEXT_VIEW_FACING label
-"class score" above it, and, when it moves faster than 0.2 m/s, an ARROW of its velocity over one second.
+new ones arrive); one LINE_LIST with the outlines of all boxes, each vertex coloured by its class; one
+LINE_LIST with a velocity arrow (shaft over one second of motion, and a two-stroke head) for every
+object moving faster than 0.2 m/s; and per detection a TEXT_VIEW_FACING label "class score" above its
+box. Two line lists instead of a marker per box keep the array small (the node encodes it per set).
 The lifetime is a parameter (default 1 s, several output periods), so a stalled node's boxes disappear
-instead of staying forever, while the live ones never flicker. Fields only, through a MessageFactory.
+instead of staying forever, while the live ones never flicker. `marker_specs` says what to draw;
+`detections_to_markers` builds the messages through a MessageFactory (fields only); ros/cdr.py encodes
+the same specs straight to CDR bytes for the node.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,35 +56,81 @@ def box_corners(boxes_m9: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], axis=-1)
 
 
-def _marker(f: MessageFactory, header: Any, ns: str, mid: int, mtype: int, action: int, lifetime_ns: int,
-            color: tuple[float, float, float, float], scale: tuple[float, float, float],
-            points: list[Any] | None = None, text: str = "", position: np.ndarray | None = None) -> Any:
-    texture = f("sensor_msgs/msg/CompressedImage", header=f.header(0, ""), format="", data=f.uint8_seq(b""))
-    mesh = f("visualization_msgs/msg/MeshFile", filename="", data=f.uint8_seq(b""))
-    return f("visualization_msgs/msg/Marker", header=header, ns=ns, id=mid, type=mtype, action=action,
-             pose=f.pose(np.zeros(3) if position is None else position, np.array([0.0, 0.0, 0.0, 1.0])),
-             scale=f.vector3(*scale), color=f.color(color), lifetime=f.duration(lifetime_ns), frame_locked=False,
-             points=points or [], colors=[], texture_resource="", texture=texture, uv_coordinates=[], text=text,
-             mesh_resource="", mesh_file=mesh, mesh_use_embedded_materials=False)
+@dataclass(frozen=True)
+class MarkerSpec:
+    """What one Marker shows, independent of message classes (ros/cdr.py encodes the same specs).
+
+    points: P x 3 float64; colors: P x 4 float32 per point (empty: `rgba` for all)."""
+
+    id: int
+    type: int
+    action: int
+    rgba: tuple[float, float, float, float]
+    scale: tuple[float, float, float]
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    text: str = ""
+
+
+WHITE = (1.0, 1.0, 1.0, 1.0)
+
+
+def _class_rgba(det: Detections) -> np.ndarray:
+    """M x 4 float32 colour of each detection's class."""
+    palette = np.array([(*CLASS_COLORS.get(n, OTHER_COLOR), 1.0) for n in det.class_names], dtype=np.float32)
+    return palette[det.labels].reshape(-1, 4)
+
+
+def velocity_arrows(boxes_m9: np.ndarray) -> np.ndarray:
+    """K x 6 x 3 line-list points of the moving boxes' arrows: shaft centre -> centre + v (1 s), and two
+    head strokes back from the tip at +-30 degrees, a quarter of the shaft long (at most 1 m)."""
+    b = np.asarray(boxes_m9, dtype=np.float64).reshape(-1, 9)
+    v = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], axis=1)
+    start = b[:, :3]
+    tip = start + v
+    speed = np.linalg.norm(v, axis=1, keepdims=True)
+    back = -v / np.maximum(speed, 1e-9) * np.minimum(0.25 * speed, 1.0)
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    left = np.stack([c * back[:, 0] - s * back[:, 1], s * back[:, 0] + c * back[:, 1], back[:, 2]], axis=1)
+    right = np.stack([c * back[:, 0] + s * back[:, 1], -s * back[:, 0] + c * back[:, 1], back[:, 2]], axis=1)
+    return np.stack([start, tip, tip, tip + left, tip, tip + right], axis=1)
+
+
+def marker_specs(det: Detections) -> list[MarkerSpec]:
+    """DELETEALL, all box outlines, all velocity arrows, then one label per detection."""
+    rgba = _class_rgba(det)
+    edges = np.asarray(EDGES).reshape(-1)
+    lines = box_corners(det.boxes)[:, edges].reshape(-1, 3)
+    moving = np.hypot(det.boxes[:, 7], det.boxes[:, 8]) > MOVING_SPEED
+    arrows = velocity_arrows(det.boxes[moving]).reshape(-1, 3)
+    specs = [
+        MarkerSpec(0, ARROW, DELETEALL, (0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        MarkerSpec(1, LINE_LIST, ADD, WHITE, (0.08, 0.0, 0.0), points=lines,
+                   colors=np.repeat(rgba, len(edges), axis=0)),
+        MarkerSpec(2, LINE_LIST, ADD, WHITE, (0.1, 0.0, 0.0), points=arrows, colors=np.repeat(rgba[moving], 6, axis=0)),
+    ]
+    top = det.boxes[:, 2].astype(np.float64) + det.boxes[:, 5] / 2 + 0.5
+    for i, (x, y, z, name, score) in enumerate(zip(det.boxes[:, 0].tolist(), det.boxes[:, 1].tolist(), top.tolist(),
+                                                   det.names, det.scores.tolist())):
+        specs.append(MarkerSpec(3 + i, TEXT_VIEW_FACING, ADD, tuple(rgba[i].tolist()), (0.0, 0.0, 0.8), (x, y, z),
+                                text=f"{name} {score:.2f}"))
+    return specs
 
 
 def detections_to_markers(f: MessageFactory, det: Detections, frame_id: str, lifetime_ns: int = 1_000_000_000,
                           ns: str = "simdistill") -> Any:
-    """Detections -> visualization_msgs/MarkerArray (DELETEALL, then box, label and velocity per detection)."""
+    """Detections -> visualization_msgs/MarkerArray (see the module docstring)."""
     header = f.header(det.stamp_ns, frame_id)
-    markers = [_marker(f, header, ns, 0, ARROW, DELETEALL, 0, (0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0))]
-    corners = box_corners(det.boxes)
-    for i, (box, score, name) in enumerate(zip(det.boxes.astype(np.float64), det.scores, det.names)):
-        rgb = CLASS_COLORS.get(name, OTHER_COLOR)
-        pts = [f.point(*corners[i, k]) for edge in EDGES for k in edge]
-        markers.append(_marker(f, header, ns, 3 * i + 1, LINE_LIST, ADD, lifetime_ns, (*rgb, 1.0), (0.08, 0.0, 0.0),
-                               points=pts))
-        top = np.array([box[0], box[1], box[2] + box[5] / 2 + 0.5])
-        markers.append(_marker(f, header, ns, 3 * i + 2, TEXT_VIEW_FACING, ADD, lifetime_ns, (*rgb, 1.0),
-                               (0.0, 0.0, 0.8), text=f"{name} {float(score):.2f}", position=top))
-        v = box[7:9]
-        if float(np.hypot(*v)) > MOVING_SPEED:
-            start, end = box[:3], box[:3] + np.array([v[0], v[1], 0.0])
-            markers.append(_marker(f, header, ns, 3 * i + 3, ARROW, ADD, lifetime_ns, (*rgb, 1.0), (0.1, 0.25, 0.3),
-                                   points=[f.point(*start), f.point(*end)]))
+    markers = []
+    for m in marker_specs(det):
+        texture = f("sensor_msgs/msg/CompressedImage", header=f.header(0, ""), format="", data=f.uint8_seq(b""))
+        mesh = f("visualization_msgs/msg/MeshFile", filename="", data=f.uint8_seq(b""))
+        markers.append(f(
+            "visualization_msgs/msg/Marker", header=header, ns=ns, id=m.id, type=m.type, action=m.action,
+            pose=f.pose(np.asarray(m.position), np.array([0.0, 0.0, 0.0, 1.0])), scale=f.vector3(*m.scale),
+            color=f.color(m.rgba), lifetime=f.duration(lifetime_ns if m.action == ADD else 0), frame_locked=False,
+            points=[f.point(*p) for p in m.points], colors=[f.color(c) for c in m.colors], texture_resource="",
+            texture=texture, uv_coordinates=[], text=m.text, mesh_resource="", mesh_file=mesh,
+            mesh_use_embedded_materials=False))
     return f("visualization_msgs/msg/MarkerArray", markers=markers)

@@ -3,8 +3,9 @@
 Callbacks only hand data on: images go to the sync policy (core/sync.py) and complete sets to a
 newest-wins slot; CameraInfo is kept per camera; /tf and /tf_static fill the transform buffer. One worker
 thread takes the newest set, builds the Frame (ros/frame_builder.py), runs `Detector.detect` and
-publishes `~/detections` (vision_msgs/Detection3DArray), `~/markers` (MarkerArray) and, when asked,
-`~/debug/latency_ms`. A timer publishes `/diagnostics` (ros/diagnostics.py). Bad input is reported there
+publishes `~/detections` (vision_msgs/Detection3DArray), `~/markers` (MarkerArray), both as CDR bytes
+written by ros/cdr.py (building rclpy message objects would cost more than inference on the CPU), and,
+when asked, `~/debug/latency_ms` and `~/debug/inference_ms`. A timer publishes `/diagnostics` (ros/diagnostics.py). Bad input is reported there
 and in a throttled log, and the node keeps running; bad parameters stop it at start with exit code 2
 and a message naming the parameter. This is the only module that imports rclpy.
 """
@@ -25,9 +26,9 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from simdistill_ros.core.sync import CameraSet, FrameSync, LatestSlot, SyncError
 from simdistill_ros.core.tf_buffer import TransformBuffer
 from simdistill_ros.ros import diagnostics
-from simdistill_ros.ros.convert import MessageFactory, detections_to_msg, python_module_lookup, stamp_to_ns, tf_message_into
+from simdistill_ros.ros.cdr import detection_array_cdr, marker_array_cdr
+from simdistill_ros.ros.convert import MessageFactory, python_module_lookup, stamp_to_ns, tf_message_into
 from simdistill_ros.ros.frame_builder import CameraInput, FrameBuilder
-from simdistill_ros.ros.markers import detections_to_markers
 from simdistill_ros.ros.params import SPECS, NodeParams, ParameterError, check_cameras, validate
 
 EXIT_BAD_PARAMETER = 2
@@ -55,8 +56,10 @@ class DetectorNode(Node):
         self.pub_det = self.create_publisher(self.msgs.cls("vision_msgs/msg/Detection3DArray"), "~/detections", 10)
         self.pub_markers = self.create_publisher(self.msgs.cls("visualization_msgs/msg/MarkerArray"), "~/markers", 10)
         self.pub_diag = self.create_publisher(self.msgs.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", 10)
-        self.pub_latency = (self.create_publisher(self.msgs.cls("std_msgs/msg/Float64"), "~/debug/latency_ms", 10)
-                            if p.debug_latency else None)
+        self.pub_latency = self.pub_inference = None
+        if p.debug_latency:
+            self.pub_latency = self.create_publisher(self.msgs.cls("std_msgs/msg/Float64"), "~/debug/latency_ms", 10)
+            self.pub_inference = self.create_publisher(self.msgs.cls("std_msgs/msg/Float64"), "~/debug/inference_ms", 10)
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth,
                                reliability=ReliabilityPolicy.RELIABLE if p.reliable else ReliabilityPolicy.BEST_EFFORT,
                                durability=DurabilityPolicy.VOLATILE)
@@ -175,13 +178,13 @@ class DetectorNode(Node):
             return
         det = self.detector.detect(built.frame)
         frame_id = self.params.target_frame
-        self.pub_det.publish(detections_to_msg(self.msgs, det, frame_id))
-        self.pub_markers.publish(detections_to_markers(self.msgs, det, frame_id,
-                                                       round(self.params.marker_lifetime * 1e9)))
+        self.pub_det.publish(detection_array_cdr(det, frame_id))
+        self.pub_markers.publish(marker_array_cdr(det, frame_id, round(self.params.marker_lifetime * 1e9)))
         latency = None
         if self.pub_latency is not None:
             latency = (self.get_clock().now().nanoseconds - cset.stamp_ns) / 1e6
             self.pub_latency.publish(self.msgs("std_msgs/msg/Float64", data=float(latency)))
+            self.pub_inference.publish(self.msgs("std_msgs/msg/Float64", data=float(det.timings_ms.get("total", 0.0))))
         self.health.output((time.perf_counter() - t0) * 1e3, det.timings_ms.get("total", 0.0), cset.skew_ns / 1e6,
                            latency, built.motion_compensated)
 

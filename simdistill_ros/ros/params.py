@@ -66,7 +66,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("decode_threads", 6, "threads decoding compressed images", (1, 32, 1)),
     ParamSpec("marker_lifetime", 1.0, "lifetime of published markers, seconds (0: until replaced)", (0.0, 60.0, 0.0)),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0, 0.0)),
-    ParamSpec("debug_latency", False, "publish ~/debug/latency_ms (wall time - set stamp at publication)"),
+    ParamSpec("debug_latency", False, "publish ~/debug/latency_ms (clock - set stamp at publication) and "
+                                      "~/debug/inference_ms (Detector.detect time) per set"),
 )
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "auto")
 

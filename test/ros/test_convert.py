@@ -211,22 +211,26 @@ def test_markers_boxes_labels_and_velocity(factory: MessageFactory) -> None:
     boxes = det.boxes.copy()
     boxes[0, 7:9] = 0.0  # one parked object: no arrow
     det = Detections(boxes, det.scores, det.labels, det.class_names, stamp_ns=det.stamp_ns)
-    arr = detections_to_markers(factory, det, "base_link", lifetime_ns=1_500_000_000)
-    ms = arr.markers
-    moving = int((np.hypot(boxes[:, 7], boxes[:, 8]) > 0.2).sum())
-    assert ms[0].action == DELETEALL and len(ms) == 1 + 2 * len(det) + moving
-    assert len({m.id for m in ms[1:]}) == len(ms) - 1
-    lines = [m for m in ms if m.type == LINE_LIST]
-    texts = [m for m in ms if m.type == TEXT_VIEW_FACING]
-    assert len(lines) == len(texts) == len(det)
+    ms = detections_to_markers(factory, det, "base_link", lifetime_ns=1_500_000_000).markers
+    moving = np.hypot(boxes[:, 7], boxes[:, 8]) > 0.2
+    assert ms[0].action == DELETEALL and len(ms) == 3 + len(det)
+    assert len({m.id for m in ms}) == len(ms)
+    outlines, arrows, texts = ms[1], ms[2], ms[3:]
+    assert outlines.type == arrows.type == LINE_LIST and all(m.type == TEXT_VIEW_FACING for m in texts)
     assert texts[2].text == f"{det.names[2]} {det.scores[2]:.2f}"
-    assert lines[0].lifetime.sec == 1 and lines[0].lifetime.nanosec == 500_000_000
+    assert outlines.lifetime.sec == 1 and outlines.lifetime.nanosec == 500_000_000
+    pts = np.array([[p.x, p.y, p.z] for p in outlines.points]).reshape(len(det), 2 * len(EDGES), 3)
+    assert len(outlines.colors) == len(outlines.points)
     corners = box_corners(boxes)
     for i, b in enumerate(boxes):
-        assert len(lines[i].points) == 2 * len(EDGES)
+        np.testing.assert_allclose(pts[i], corners[i][np.asarray(EDGES).reshape(-1)])
         ref = translate(rotate(box(-b[3] / 2, -b[4] / 2, b[3] / 2, b[4] / 2), b[6], origin=(0, 0), use_radians=True),
                         b[0], b[1])
         ours = Polygon(corners[i, :4, :2])
         assert ours.is_valid and ours.symmetric_difference(ref).area < 1e-6
         np.testing.assert_allclose(corners[i, :4, 2], b[2] - b[5] / 2)
         np.testing.assert_allclose(corners[i, 4:, 2], b[2] + b[5] / 2)
+    heads = np.array([[p.x, p.y, p.z] for p in arrows.points]).reshape(-1, 6, 3)
+    assert len(heads) == moving.sum()
+    np.testing.assert_allclose(heads[:, 0, :2], boxes[moving, :2], atol=1e-9)
+    np.testing.assert_allclose(heads[:, 1, :2] - heads[:, 0, :2], boxes[moving, 7:9], atol=1e-9)
