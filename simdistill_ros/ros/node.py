@@ -49,7 +49,7 @@ class DetectorNode(Node):
                             for c, i, k in zip(p.cameras, p.image_topics, p.camera_info_topics))
         self.builder = FrameBuilder(self.inputs, p.target_frame, self.tf, p.compressed, p.use_rectified, p.distorted,
                                     p.missing_camera, p.motion_frame, p.decode_threads)
-        self.health = diagnostics.NodeHealth(self.get_name(), self.inputs)
+        self.health = diagnostics.NodeHealth(self.get_fully_qualified_name().lstrip("/"), self.inputs)
         self.slot: LatestSlot[CameraSet[Any]] = LatestSlot()
         self._sync_lock = threading.Lock()
 

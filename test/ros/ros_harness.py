@@ -52,8 +52,8 @@ def optical_frame(camera: str) -> str:
     return f"{camera.lower()}_optical"
 
 
-def topic(camera: str, kind: str) -> str:
-    return f"/{camera.lower()}/{kind}"
+def topic(camera: str, kind: str, ns: str = "") -> str:
+    return f"{ns}/{camera.lower()}/{kind}"
 
 
 def node_command() -> list[str]:
@@ -112,7 +112,10 @@ def run_node_expecting_failure(args: list[str], timeout: float = 60.0) -> tuple[
 class Peer:
     """The test's side of DDS: camera publishers, /tf_static, and recorders of the node's outputs."""
 
-    def __init__(self, cameras: tuple[str, ...], compressed: bool = False, node: str = NODE) -> None:
+    def __init__(self, cameras: tuple[str, ...], compressed: bool = False, ns: str = "") -> None:
+        """ns: the node's namespace ("" or "/name"): its camera topics and outputs live under it."""
+        node = f"{ns}{NODE}"
+        self.output_topic = f"{node}/detections"
         self.cameras = cameras
         self.compressed = compressed
         self.ctx = Context()
@@ -121,8 +124,8 @@ class Peer:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         img_type = MSGS.cls("sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image")
         suffix = "image_raw/compressed" if compressed else "image_raw"
-        self.pub_img = {c: self.node.create_publisher(img_type, topic(c, suffix), qos) for c in cameras}
-        self.pub_info = {c: self.node.create_publisher(MSGS.cls("sensor_msgs/msg/CameraInfo"), topic(c, "camera_info"), qos)
+        self.pub_img = {c: self.node.create_publisher(img_type, topic(c, suffix, ns), qos) for c in cameras}
+        self.pub_info = {c: self.node.create_publisher(MSGS.cls("sensor_msgs/msg/CameraInfo"), topic(c, "camera_info", ns), qos)
                          for c in cameras}
         tf_type = MSGS.cls("tf2_msgs/msg/TFMessage")
         self.pub_static = self.node.create_publisher(
@@ -165,7 +168,7 @@ class Peer:
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise AssertionError(f"the node exited with {proc.proc.returncode}:\n{proc.text()[-3000:]}")
-            pubs = self.node.count_publishers(f"{NODE}/detections")
+            pubs = self.node.count_publishers(self.output_topic)
             if pubs and all(p.get_subscription_count() for p in self.pub_img.values()) \
                     and all(p.get_subscription_count() for p in self.pub_info.values()):
                 return

@@ -5,6 +5,8 @@ same frame in this process."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros_harness import (PARAMS_FILE, PROFILE, MSGS, NodeProcess, Peer, boxes_of, camera_stamps, expected_frame,
-                         make_checkpoint, optical_frame, sample, values)
+from ros_harness import (MSGS, PARAMS_FILE, PROFILE, NodeProcess, Peer, boxes_of, camera_stamps, env_with,
+                         expected_frame, make_checkpoint, sample, values)
 from simdistill_ros.core.config import DetectorConfig
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.types import CameraCalibration, Frame
@@ -32,6 +34,7 @@ class Running:
     reference: Detector
     cameras: tuple[str, ...]
     frame: Frame
+    ns: str = ""
     next_t: int = 1_700_000_000 * SEC
 
     def stamp(self) -> int:
@@ -58,6 +61,8 @@ class Running:
         return np.concatenate([det.boxes[:, :7], det.scores[:, None]], axis=1)
 
     def diag_after(self, name: str, pred, timeout: float = 10.0):  # noqa: ANN001, ANN201
+        """The first status `<ns>/detector_node: <name>` matching pred published after this call."""
+        name = f"{self.ns.lstrip('/')}/detector_node: {name}".lstrip("/")
         since = self.peer.diag_count()
         found = []
 
@@ -80,13 +85,13 @@ def assert_same_boxes(msg: object, ref: np.ndarray) -> None:
     np.testing.assert_allclose(g[:, 7], r[:, 7], atol=1e-5)
 
 
-def start(tmp: Path, config: DetectorConfig, extra: list[str], compressed: bool = False,
-          profile: bool = False) -> Running:
-    """The node with the shipped params file; reliable QoS so that no test set is lost on a loaded host.
-    profile: the single-host Fast DDS profile (shared memory + UDP on 127.0.0.1) for both processes,
-    else discovery limited to localhost (test/conftest.py)."""
-    if profile:
-        os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="SYSTEM_DEFAULT", FASTDDS_DEFAULT_PROFILES_FILE=str(PROFILE))
+def launch(tmp: Path, config: DetectorConfig, extra: list[str], compressed: bool = False, ns: str = "",
+           profile: bool = False) -> tuple[NodeProcess, Path, dict[str, str]]:
+    """Start the node with the shipped params file; reliable QoS so that no test set is lost on a loaded host.
+    profile: the single-host Fast DDS profile (shared memory + UDP on 127.0.0.1) for the node and its peer,
+    else discovery limited to localhost (test/conftest.py). Returns (process, checkpoint, DDS environment)."""
+    env = dict(ROS_AUTOMATIC_DISCOVERY_RANGE="SYSTEM_DEFAULT", FASTDDS_DEFAULT_PROFILES_FILE=str(PROFILE)) \
+        if profile else {}
     ckpt = make_checkpoint(tmp / "tiny.pt", config)
     cams = config.model.camera_names
     args = ["--ros-args", "--params-file", str(PARAMS_FILE), "-p", f"model:={ckpt}", "-p", f"max_detections:={MAX_DET}",
@@ -95,30 +100,64 @@ def start(tmp: Path, config: DetectorConfig, extra: list[str], compressed: bool 
     if compressed:
         args += ["-p", "compressed:=true", "-p",
                  "image_topics:=[" + ",".join(f"{c.lower()}/image_raw/compressed" for c in cams) + "]"]
-    proc = NodeProcess(args + extra, tmp / "node.log")
-    peer = Peer(cams, compressed=compressed)
+    if ns:
+        args += ["-r", f"__ns:={ns}"]
+    return NodeProcess(args + extra, tmp / "node.log", env=env_with(**env)), ckpt, env
+
+
+def connect(proc: NodeProcess, ckpt: Path, env: dict[str, str], config: DetectorConfig, compressed: bool = False,
+            ns: str = "") -> Running:
+    """The peer for a launched node (created under the node's DDS environment), connected, /tf_static sent."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        peer = Peer(config.model.camera_names, compressed=compressed, ns=ns)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
     try:
         peer.wait_connected(proc)
-        frame = sample(cams, 0, seed=1)
+        frame = sample(config.model.camera_names, 0, seed=1)
         peer.publish_static_tf(frame)
     except BaseException:
         peer.close()
         proc.stop()
         raise
-    finally:
-        if profile:  # the processes have read it; later tests get the suite's default again
-            os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-            os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE")
     ref = Detector.from_checkpoint(ckpt, score_threshold=0.1, max_detections=MAX_DET)
-    return Running(peer, proc, ref, cams, frame)
+    return Running(peer, proc, ref, config.model.camera_names, frame, ns)
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, small_config: DetectorConfig) -> Iterator[Running]:
-    run = start(tmp_path_factory.mktemp("node"), small_config, [])
+def launched(tmp_path_factory: pytest.TempPathFactory, small_config: DetectorConfig) -> Iterator[dict[str, tuple]]:
+    """Both node processes of this module, started together so their start-up overlaps: the default one
+    (raw images, drop policy, localhost discovery) and one in namespace /masked (PNG CompressedImage,
+    mask policy, the single-host profile)."""
+    procs = {
+        "node": launch(tmp_path_factory.mktemp("node"), small_config, []),
+        "masked": launch(tmp_path_factory.mktemp("masked"), small_config, ["-p", "missing_camera:=mask"],
+                         compressed=True, ns="/masked", profile=True),
+    }
+    yield procs
+    for proc, _, _ in procs.values():  # both shut down at once
+        if proc.alive():
+            proc.proc.send_signal(signal.SIGINT)
+    codes = []
+    for proc, _, _ in procs.values():
+        try:
+            codes.append(proc.wait(20))
+        except subprocess.TimeoutExpired:
+            codes.append(proc.stop())
+    assert codes == [0, 0], "\n".join(p.text()[-2000:] for p, _, _ in procs.values())
+
+
+@pytest.fixture(scope="module")
+def node(launched: dict[str, tuple], small_config: DetectorConfig) -> Iterator[Running]:
+    run = connect(*launched["node"], small_config)
     yield run
     run.peer.close()
-    assert run.proc.stop() == 0, run.proc.text()[-2000:]
 
 
 def test_one_detection_array_per_set_equals_detect(node: Running) -> None:
@@ -134,9 +173,9 @@ def test_one_detection_array_per_set_equals_detect(node: Running) -> None:
         assert len(node.peer.detections_at(t)) == 1
         mk = node.peer.markers_at(t)[0].markers
         assert mk[0].action == 3 and mk[0].header.frame_id == "base_link"
-    proc = node.diag_after("detector_node: processing", lambda s: int(values(s)["processed"]) >= 2)
+    proc = node.diag_after("processing", lambda s: int(values(s)["processed"]) >= 2)
     assert s_level(proc) == 0
-    cam = node.diag_after("detector_node: camera CAM_FRONT", lambda s: True)
+    cam = node.diag_after("camera CAM_FRONT", lambda s: True)
     assert values(cam)["image_topic"] == "/cam_front/image_raw"
 
 
@@ -146,9 +185,9 @@ def s_level(status: object) -> int:
 
 def test_camera_info_change_rebuilds_the_plan_once(node: Running) -> None:
     node.good_set()
-    builds = int(values(node.diag_after("detector_node: calibration", lambda s: True))["plan_rebuilds"])
+    builds = int(values(node.diag_after("calibration", lambda s: True))["plan_rebuilds"])
     node.good_set()  # unchanged CameraInfo: nothing rebuilt
-    assert int(values(node.diag_after("detector_node: calibration", lambda s: True))["plan_rebuilds"]) == builds
+    assert int(values(node.diag_after("calibration", lambda s: True))["plan_rebuilds"]) == builds
     cals = list(node.frame.calibrations)
     K = cals[0].K.copy()
     K[0, 0] *= 1.5
@@ -160,12 +199,11 @@ def test_camera_info_change_rebuilds_the_plan_once(node: Running) -> None:
     ref_old = node.reference_boxes(expected_frame(node.frame, camera_stamps(node.cameras, t)))
     assert_same_boxes(msg, ref_changed)
     assert ref_changed.shape != ref_old.shape or not np.allclose(ref_changed, ref_old), "the change must matter"
-    st = node.diag_after("detector_node: calibration", lambda s: int(values(s)["plan_rebuilds"]) > builds)
+    st = node.diag_after("calibration", lambda s: int(values(s)["plan_rebuilds"]) > builds)
     assert int(values(st)["plan_rebuilds"]) == builds + 1
     node.good_set(changed)  # the same new calibration again: no further rebuild
-    st = node.diag_after("detector_node: calibration", lambda s: True)
+    st = node.diag_after("calibration", lambda s: True)
     assert int(values(st)["plan_rebuilds"]) == builds + 1
-    node.good_set()  # back to the original (still cached: the cache holds a few plans)
 
 
 def _bad(kind: str, run: Running, msgs: dict) -> None:
@@ -202,50 +240,51 @@ def test_bad_input_is_reported_and_the_node_keeps_running(node: Running, kind: s
     msgs = node.peer.camera_messages(node.frame, camera_stamps(node.cameras, t))
     _bad(kind, node, msgs)
     node.peer.publish(msgs)
-    st = node.diag_after("detector_node: camera CAM_BACK", lambda s: BAD[kind] in s.message)
+    st = node.diag_after("camera CAM_BACK", lambda s: BAD[kind] in s.message)
     assert s_level(st) == 2 and ("/cam_back/" in st.message)
     assert node.proc.alive()
     assert node.peer.detections_at(t) == []  # missing_camera=drop: the set is dropped
-    node.good_set()  # and the next clean set is processed
 
 
 @pytest.mark.parametrize("kind", ["out_of_order", "duplicate"])
 def test_out_of_order_and_duplicate_stamps(node: Running, kind: str) -> None:
-    t, _ = node.good_set()
+    t = node.next_t  # the newest set the node has seen
     stamps = camera_stamps(node.cameras, t - SEC if kind == "out_of_order" else t)
     img, _ = node.peer.camera_messages(node.frame, stamps)["CAM_BACK"]
     node.peer.pub_img["CAM_BACK"].publish(img)
     word = "out of order" if kind == "out_of_order" else "duplicate"
-    st = node.diag_after("detector_node: camera CAM_BACK",
+    st = node.diag_after("camera CAM_BACK",
                          lambda s: "field header.stamp" in s.message and word in s.message)
     assert "/cam_back/image_raw" in st.message
-    sync = node.diag_after("detector_node: synchronisation", lambda s: True)
+    sync = node.diag_after("synchronisation", lambda s: True)
     assert int(values(sync)["out_of_order_stamps" if kind == "out_of_order" else "duplicate_stamps"]) >= 1
-    node.good_set()
 
 
 def test_silent_camera_drop_policy(node: Running) -> None:
-    before = int(values(node.diag_after("detector_node: synchronisation", lambda s: True))["dropped_missing_camera"])
+    before = int(values(node.diag_after("synchronisation", lambda s: True))["dropped_missing_camera"])
     ts = []
     for _ in range(3):
         t = node.stamp()
         ts.append(t)
         node.peer.publish(node.peer.camera_messages(node.frame, camera_stamps(node.cameras, t)), skip=("CAM_BACK_LEFT",))
-    st = node.diag_after("detector_node: synchronisation",
+    st = node.diag_after("synchronisation",
                          lambda s: int(values(s)["dropped_missing_camera"]) >= before + 2)
     assert "CAM_BACK_LEFT" in values(st)["last_drop"]
     assert all(node.peer.detections_at(t) == [] for t in ts)
     assert node.proc.alive()
-    node.good_set()
+
+
+def test_still_processing_after_the_bad_inputs(node: Running) -> None:
+    t, msg = node.good_set()
+    assert_same_boxes(msg, node.reference_boxes(expected_frame(node.frame, camera_stamps(node.cameras, t))))
+    assert node.proc.alive()
 
 
 @pytest.fixture(scope="module")
-def masked(tmp_path_factory: pytest.TempPathFactory, small_config: DetectorConfig) -> Iterator[Running]:
-    run = start(tmp_path_factory.mktemp("masked"), small_config, ["-p", "missing_camera:=mask"], compressed=True,
-                profile=True)
+def masked(launched: dict[str, tuple], small_config: DetectorConfig) -> Iterator[Running]:
+    run = connect(*launched["masked"], small_config, compressed=True, ns="/masked")
     yield run
     run.peer.close()
-    assert run.proc.stop() == 0, run.proc.text()[-2000:]
 
 
 def test_compressed_input_and_silent_camera_mask_policy(masked: Running) -> None:
@@ -260,5 +299,5 @@ def test_compressed_input_and_silent_camera_mask_policy(masked: Running) -> None
     msg = masked.peer.detections_at(t)[0]
     valid = tuple(c != "CAM_BACK" for c in masked.cameras)
     assert_same_boxes(msg, masked.reference_boxes(expected_frame(masked.frame, stamps, valid)))
-    st = masked.diag_after("detector_node: synchronisation", lambda s: int(values(s)["partial_sets"]) >= 1)
+    st = masked.diag_after("synchronisation", lambda s: int(values(s)["partial_sets"]) >= 1)
     assert "partial" in st.message
