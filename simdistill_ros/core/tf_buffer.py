@@ -49,10 +49,12 @@ class _Link:
     stamps_ns: list[int] = field(default_factory=list)
     translations: list[np.ndarray] = field(default_factory=list)
     rotations_xyzw: list[np.ndarray] = field(default_factory=list)
+    static_matrix: np.ndarray | None = None
 
     def insert(self, stamp_ns: int, translation: np.ndarray, rotation_xyzw: np.ndarray) -> None:
         if self.static:
             self.stamps_ns, self.translations, self.rotations_xyzw = [stamp_ns], [translation], [rotation_xyzw]
+            self.static_matrix = None
             return
         i = bisect.bisect_left(self.stamps_ns, stamp_ns)
         if i < len(self.stamps_ns) and self.stamps_ns[i] == stamp_ns:  # same stamp: the newer message wins
@@ -69,8 +71,12 @@ class _Link:
             del self.stamps_ns[:i], self.translations[:i], self.rotations_xyzw[:i]
 
     def at(self, stamp_ns: int | None, child: str, tolerance_ns: int) -> np.ndarray:
-        """4x4 T_parent_child at stamp_ns (None: the newest sample)."""
-        if self.static or stamp_ns is None:
+        """4x4 T_parent_child at stamp_ns (None: the newest sample). Do not modify the result."""
+        if self.static:
+            if self.static_matrix is None:
+                self.static_matrix = _matrix(self.translations[-1], self.rotations_xyzw[-1])
+            return self.static_matrix
+        if stamp_ns is None:
             return _matrix(self.translations[-1], self.rotations_xyzw[-1])
         first, last = self.stamps_ns[0], self.stamps_ns[-1]
         if stamp_ns < first - tolerance_ns or stamp_ns > last + tolerance_ns:
@@ -182,6 +188,8 @@ class TransformBuffer:
             up_source, up_target = self._path_to_root(source), self._path_to_root(target)
             common = self._common_ancestor(target, source, up_source, up_target)
             T_common_source = self._compose(up_source, common, stamp_ns)
+            if up_target[0] == common:  # the target is the common ancestor: nothing to invert
+                return T_common_source.copy()
             T_common_target = self._compose(up_target, common, stamp_ns)
         return _rigid_inverse(T_common_target) @ T_common_source
 

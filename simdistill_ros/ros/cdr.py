@@ -13,16 +13,15 @@ messages stay the reference and serve the bag tools. The layouts are those of ro
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
 
-from simdistill_ros.core.frames import yaw_quaternion
 from simdistill_ros.core.types import Detections
 from simdistill_ros.ros.markers import ADD, marker_specs
 
 _ENCAPSULATION = b"\x00\x01\x00\x00"  # CDR_LE
-_COVARIANCE_ZEROS = bytes(36 * 8)
 
 
 class _Writer:
@@ -82,25 +81,39 @@ def _aligned_bytes(*parts: tuple[str, object]) -> bytes:
     return bytes(w.buf[4:])
 
 
+def _pad(offset: int, n: int) -> int:
+    return (-offset) % n
+
+
+@functools.lru_cache(maxsize=512)
+def _detection_format(start: int, head_len: int, name_len: int) -> tuple[str, int]:
+    """struct format of one Detection3D (its header, one hypothesis, bbox, id) written at an offset that is
+    `start` modulo 8; returns (format, end offset modulo 8)."""
+    p1 = _pad(start, 4)
+    o = start + p1 + head_len + 4 + name_len + 1
+    p2 = _pad(o, 8)
+    o += p2 + 8 * 8 + 36 * 8 + 10 * 8 + 4 + 1
+    return f"<{p1}x{head_len}sI{name_len + 1}s{p2}x8d{36 * 8}x10dI1s", o % 8
+
+
 def detection_array_cdr(det: Detections, frame_id: str) -> bytes:
-    """CDR of convert.detections_to_msg(f, det, frame_id)."""
+    """CDR of convert.detections_to_msg(f, det, frame_id): one struct.pack per detection."""
     w = _Writer()
     w.header(det.stamp_ns, frame_id)
     w.u32(len(det))
     head = _aligned_bytes(("header", (det.stamp_ns, frame_id)), ("u32", 1))  # each Detection3D's header, 1 result
-    names = {n: _aligned_bytes(("string", n)) for n in set(det.names)}
     boxes = det.boxes.astype(np.float64)
-    for box, score, name in zip(boxes, det.scores, det.names):
-        q = yaw_quaternion(float(box[6]))
-        pose = (box[0], box[1], box[2], q[0], q[1], q[2], q[3])
-        w.align(4)
-        w.buf += head
-        w.buf += names[name]
-        w.f64s(float(score), *pose)
-        w.buf += _COVARIANCE_ZEROS
-        w.f64s(*pose, box[3], box[4], box[5])
-        w.string("")  # id
-    return w.getvalue()
+    half = boxes[:, 6] / 2.0
+    qz, qw = np.sin(half), np.cos(half)  # yaw quaternion (0, 0, sin, cos), as core.frames.yaw_quaternion
+    offset = (len(w.buf) - 4) % 8
+    parts = [w.getvalue()]
+    for (x, y, z, l, wd, h), sz, cw, score, name in zip(boxes[:, :6].tolist(), qz.tolist(), qw.tolist(),
+                                                        det.scores.tolist(), det.names):
+        name_b = name.encode()
+        fmt, offset = _detection_format(offset, len(head), len(name_b))
+        pose = (x, y, z, 0.0, 0.0, sz, cw)
+        parts.append(struct.pack(fmt, head, len(name_b) + 1, name_b, score, *pose, *pose, l, wd, h, 1, b""))
+    return b"".join(parts)
 
 
 # Marker fields between `colors` and `text` (texture_resource, texture, uv_coordinates), all empty
@@ -109,31 +122,48 @@ _MARKER_MIDDLE = _aligned_bytes(("string", ""), ("header", (0, "")), ("string", 
 _MARKER_TAIL = _aligned_bytes(("string", ""), ("string", ""), ("u32", 0)) + b"\x00"
 
 
+@functools.lru_cache(maxsize=512)
+def _label_format(start: int, head_len: int, text_len: int) -> tuple[str, int]:
+    """struct format of a Marker without points or colours written at an offset that is `start` modulo 8;
+    returns (format, end offset modulo 8)."""
+    p1 = _pad(start, 4)
+    o = start + p1 + head_len
+    p2 = _pad(o, 4)
+    o += p2 + 12
+    p3 = _pad(o, 8)
+    o += p3 + 80 + 16 + 8 + 1
+    p4 = _pad(o, 4)
+    o += p4 + 8 + len(_MARKER_MIDDLE) + 4 + text_len + 1
+    p5 = _pad(o, 4)
+    o += p5 + len(_MARKER_TAIL)
+    return (f"<{p1}x{head_len}s{p2}x3i{p3}x10d4f2i?{p4}xII{len(_MARKER_MIDDLE)}sI{text_len + 1}s{p5}x"
+            f"{len(_MARKER_TAIL)}s"), o % 8
+
+
 def marker_array_cdr(det: Detections, frame_id: str, lifetime_ns: int = 1_000_000_000, ns: str = "simdistill") -> bytes:
     """CDR of markers.detections_to_markers(f, det, frame_id, lifetime_ns, ns)."""
     specs = marker_specs(det)
     w = _Writer()
     w.u32(len(specs))
-    head = _aligned_bytes(("header", (det.stamp_ns, frame_id)), ("string", ns))
+    head_w = _Writer()  # header + ns, written from an aligned offset (all 4-byte items)
+    head_w.header(det.stamp_ns, frame_id)
+    head_w.string(ns)
+    head = bytes(head_w.buf[4:])
     life = divmod(int(lifetime_ns), 1_000_000_000)
     for m in specs:
+        life_m = life if m.action == ADD else (0, 0)  # lifetime: int32 sec, uint32 nanosec (< 1e9 fits)
+        if not len(m.points) and not len(m.colors):  # labels (and DELETEALL): one pack each
+            text = m.text.encode()
+            fmt, _ = _label_format((len(w.buf) - 4) % 8, len(head), len(text))
+            w.buf += struct.pack(fmt, head, m.id, m.type, m.action, *m.position, 0.0, 0.0, 0.0, 1.0, *m.scale,
+                                 *m.rgba, *life_m, False, 0, 0, _MARKER_MIDDLE, len(text) + 1, text, _MARKER_TAIL)
+            continue
         w.align(4)
         w.buf += head
-        if not len(m.points) and not len(m.colors):  # labels: one pack for the fixed-size run of fields
-            w.align(4)
-            pad = (-(len(w.buf) - 4 + 12)) % 8
-            life_m = life if m.action == ADD else (0, 0)
-            w.buf += struct.pack(f"<3i{pad}x10d4f2i?3xII", m.id, m.type, m.action, *m.position, 0.0, 0.0, 0.0, 1.0,
-                                 *m.scale, *m.rgba, *life_m, False, 0, 0)
-            w.buf += _MARKER_MIDDLE
-            w.string(m.text)
-            w.align(4)
-            w.buf += _MARKER_TAIL
-            continue
         w.i32s(m.id, m.type, m.action)
         w.f64s(*m.position, 0.0, 0.0, 0.0, 1.0, *m.scale)
         w.f32s(*m.rgba)
-        w.i32s(*(life if m.action == ADD else (0, 0)))  # lifetime: int32 sec, uint32 nanosec (< 1e9 fits)
+        w.i32s(*life_m)
         w.boolean(False)  # frame_locked
         w.u32(len(m.points))
         if len(m.points):

@@ -195,15 +195,17 @@ def camera_info_to_intrinsics(msg: Any, use_rectified: bool = False, where: str 
         K = np.asarray(msg.k, dtype=np.float64).reshape(-1)
         if K.size != 9:
             raise ConversionError(f"{where} field k: expected 9 values, got {K.size}")
-        K, field_name = K.reshape(3, 3), "k"
+        K, field_name = K.reshape(3, 3).copy(), "k"
         D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(K)):
         raise ConversionError(f"{where} field {field_name}: contains NaN or infinite values")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ConversionError(f"{where} field {field_name}: focal lengths fx={K[0, 0]}, fy={K[1, 1]} must be positive "
                               "(an all-zero K means the camera is not calibrated)")
-    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+    k20, k21, k22 = K[2].tolist()
+    if abs(k20) > 1e-9 or abs(k21) > 1e-9 or abs(k22 - 1.0) > 1e-9 or K[1, 0] != 0:
         raise ConversionError(f"{where} field {field_name}: last row must be [0, 0, 1], got {K[2].tolist()}")
+    K[2] = (0.0, 0.0, 1.0)
     if not np.all(np.isfinite(D)):
         raise ConversionError(f"{where} field d: contains NaN or infinite values")
     return Intrinsics(K, (h, w), str(msg.distortion_model), D)

@@ -56,7 +56,11 @@ def box_corners(boxes_m9: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], axis=-1)
 
 
-@dataclass(frozen=True)
+_NO_POINTS = np.zeros((0, 3))
+_NO_COLORS = np.zeros((0, 4), np.float32)
+
+
+@dataclass(slots=True)
 class MarkerSpec:
     """What one Marker shows, independent of message classes (ros/cdr.py encodes the same specs).
 
@@ -68,8 +72,8 @@ class MarkerSpec:
     rgba: tuple[float, float, float, float]
     scale: tuple[float, float, float]
     position: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    points: np.ndarray = field(default_factory=lambda: _NO_POINTS)
+    colors: np.ndarray = field(default_factory=lambda: _NO_COLORS)
     text: str = ""
 
 
