@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", type=int, default=20, help="camera sets per measurement")
     parser.add_argument("--detections", type=int, nargs="+", default=[50, 300],
                         help="detections per set for the overhead part")
-    parser.add_argument("--rate", type=float, default=1.0, help="sets per second in the latency part")
+    parser.add_argument("--rate", type=float, default=0.5,
+                        help="sets per second in the latency part (below 1 / inference time: no set skipped)")
+    parser.add_argument("--qos", choices=["reliable", "best-effort"], default="reliable",
+                        help="QoS of the camera topics in the latency part (publisher and node alike)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="model for the node (default: tiny preset, random weights)")
     parser.add_argument("--parts", nargs="+", default=["overhead", "latency", "latency-profile"],
                         choices=["overhead", "latency", "latency-profile"])
@@ -125,7 +128,7 @@ def _overhead(sets: int, counts: list[int]) -> dict[str, Any]:
     return out
 
 
-def _latency(sets: int, rate: float, checkpoint: Path | None, profile: bool) -> dict[str, Any]:
+def _latency(sets: int, rate: float, checkpoint: Path | None, profile: bool, reliable: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="simdistill-bench-ros-") as tmp:
         if checkpoint is None:
             import torch
@@ -140,10 +143,11 @@ def _latency(sets: int, rate: float, checkpoint: Path | None, profile: bool) -> 
         node_bin = Path(sys.executable).with_name("detector_node")
         log = open(Path(tmp) / "node.log", "wb")
         proc = subprocess.Popen([str(node_bin), "--ros-args", "--params-file", str(REPO_CONFIG / "detector.param.yaml"),
-                                 "-p", f"model:={checkpoint}", "-p", "debug_latency:=true"],
+                                 "-p", f"model:={checkpoint}", "-p", "debug_latency:=true",
+                                 "-p", f"reliable:={'true' if reliable else 'false'}"],
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
-            return _measure(proc, sets, rate, profile, Path(tmp) / "node.log")
+            return _measure(proc, sets, rate, profile, reliable, Path(tmp) / "node.log")
         finally:
             proc.terminate()
             try:
@@ -153,7 +157,7 @@ def _latency(sets: int, rate: float, checkpoint: Path | None, profile: bool) -> 
             log.close()
 
 
-def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, log: Path) -> dict[str, Any]:
+def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, reliable: bool, log: Path) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -162,7 +166,7 @@ def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, log:
     from simdistill_ros.ros.convert import MessageFactory, python_module_lookup, stamp_to_ns
 
     f = MessageFactory(python_module_lookup)
-    sensor_qos = qos_profile_sensor_data
+    sensor_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
 
     rclpy.init()
     node = rclpy.create_node("simdistill_bench_peer")
@@ -221,7 +225,9 @@ def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, log:
         lat = [(received[s] - s) / 1e6 for s in sent if s in received]
         net = [(received[s] - s) / 1e6 - inf_by_stamp[s] for s in sent if s in received and s in inf_by_stamp]
         inf = [inf_by_stamp[s] for s in sent if s in inf_by_stamp]
-    return {"profile": profile, "sets_sent": len(sent), "sets_received": len(lat),
+    if not lat:
+        print(f"bench-ros: no detections received; node log:\n{log.read_text()[-3000:]}", file=sys.stderr)
+    return {"profile": profile, "qos": "reliable" if reliable else "best-effort", "sets_sent": len(sent), "sets_received": len(lat),
             "latency_ms_median": _median(lat), "inference_ms_median": _median(inf),
             "latency_minus_inference_ms_median": _median(net),
             "latency_minus_inference_ms_max": max(net) if net else float("nan")}
@@ -253,7 +259,8 @@ def main(args: argparse.Namespace) -> int:
         if args._child == "overhead":
             result: Any = _overhead(args.sets, args.detections)
         else:
-            result = _latency(args.sets, args.rate, args.checkpoint, args._child == "latency-profile")
+            result = _latency(args.sets, args.rate, args.checkpoint, args._child == "latency-profile",
+                              args.qos == "reliable")
         print(json.dumps(result))
         return 0
     if args.json:
@@ -263,13 +270,15 @@ def main(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": os.getloadavg()[0]}}
     for part in args.parts:
         cmd = [sys.executable, "-m", "simdistill_ros.cli", "bench-ros", "--_child", part, "--sets", str(args.sets),
-               "--rate", str(args.rate), "--detections", *map(str, args.detections)]
+               "--rate", str(args.rate), "--qos", args.qos, "--detections", *map(str, args.detections)]
         if args.checkpoint:
             cmd += ["--checkpoint", str(args.checkpoint)]
         print(f"bench-ros: {part} ...", file=sys.stderr, flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(part), timeout=1800)
         if out.returncode != 0:
             raise ValueError(f"bench-ros part {part} failed:\n{out.stderr[-3000:]}")
+        if out.stderr.strip():
+            print(out.stderr.strip()[-3000:], file=sys.stderr)
         results[part] = json.loads(out.stdout.strip().splitlines()[-1])
     results["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
     _print(results)
@@ -289,6 +298,6 @@ def _print(results: dict[str, Any]) -> None:
     for part in ("latency", "latency-profile"):
         if part in results:
             r = results[part]
-            print(f"{part}: {r['sets_received']}/{r['sets_sent']} sets, latency {r['latency_ms_median']:.1f} ms, "
+            print(f"{part} ({r['qos']}): {r['sets_received']}/{r['sets_sent']} sets, latency {r['latency_ms_median']:.1f} ms, "
                   f"inference {r['inference_ms_median']:.1f} ms, latency - inference "
                   f"{r['latency_minus_inference_ms_median']:.1f} ms (max {r['latency_minus_inference_ms_max']:.1f})")
