@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", type=int, default=20, help="camera sets per measurement")
     parser.add_argument("--detections", type=int, nargs="+", default=[50, 300],
                         help="detections per set for the overhead part")
-    parser.add_argument("--rate", type=float, default=0.5,
+    parser.add_argument("--rate", type=float, default=0.25,
                         help="sets per second in the latency part (below 1 / inference time: no set skipped)")
     parser.add_argument("--qos", choices=["reliable", "best-effort"], default="reliable",
                         help="QoS of the camera topics in the latency part (publisher and node alike)")
@@ -195,6 +195,15 @@ def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, reli
 
     node.create_subscription(f.cls("vision_msgs/msg/Detection3DArray"), "/detector_node/detections", on_det, 10)
     node.create_subscription(f.cls("std_msgs/msg/Float64"), "/detector_node/debug/inference_ms", on_inf, 10)
+    diag: dict[str, dict[str, str]] = {}
+
+    def on_diag(msg: Any) -> None:
+        with lock:
+            for st in msg.status:
+                if st.name in ("detector_node: synchronisation", "detector_node: processing"):
+                    diag[st.name.split(": ")[1]] = {kv.key: kv.value for kv in st.values}
+
+    node.create_subscription(f.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", on_diag, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=lambda: _spin(executor, rclpy), daemon=True)
@@ -230,7 +239,10 @@ def _measure(proc: subprocess.Popen, sets: int, rate: float, profile: bool, reli
     return {"profile": profile, "qos": "reliable" if reliable else "best-effort", "sets_sent": len(sent), "sets_received": len(lat),
             "latency_ms_median": _median(lat), "inference_ms_median": _median(inf),
             "latency_minus_inference_ms_median": _median(net),
-            "latency_minus_inference_ms_max": max(net) if net else float("nan")}
+            "latency_minus_inference_ms_max": max(net) if net else float("nan"),
+            "node_sync": {k: diag.get("synchronisation", {}).get(k) for k in ("emitted_sets", "dropped_missing_camera",
+                                                                             "dropped_skew")},
+            "node_skipped_sets": diag.get("processing", {}).get("skipped_sets")}
 
 
 def _spin(executor: Any, rclpy: Any) -> None:
@@ -300,4 +312,5 @@ def _print(results: dict[str, Any]) -> None:
             r = results[part]
             print(f"{part} ({r['qos']}): {r['sets_received']}/{r['sets_sent']} sets, latency {r['latency_ms_median']:.1f} ms, "
                   f"inference {r['inference_ms_median']:.1f} ms, latency - inference "
-                  f"{r['latency_minus_inference_ms_median']:.1f} ms (max {r['latency_minus_inference_ms_max']:.1f})")
+                  f"{r['latency_minus_inference_ms_median']:.1f} ms (max {r['latency_minus_inference_ms_max']:.1f}); "
+                  f"node: {r['node_sync']}, skipped {r['node_skipped_sets']}")
