@@ -6,9 +6,11 @@ rclpy's classes, the bag tools rosbags' (`MessageFactory(lambda name: typestore.
 field is passed as a keyword, since rosbags' classes have no defaults.
 
 Arrays: reading uses `np.frombuffer` on the data field (no copy: an rgb8 image without row padding,
-and a bgr8/rgba8 one, becomes a strided view; preprocessing copies it once). Writing a uint8[] field of
-an rclpy class goes through `array.array('B').frombytes` (~0.3 ms per 4.3 MB image; assigning a numpy
-array costs ~490 ms, environment.md); rosbags' classes take numpy arrays of the exact dtype.
+and a bgr8/rgba8 one, becomes a strided view; preprocessing copies it once). A uint8[] field of an rclpy
+class is assigned `bytes` after construction (the setter copies them with one memcpy, ~1 ms per 4.3 MB
+image). Passing the data to an rclpy constructor costs ~40 ms, since the generated __init__ copies it
+into an array.array that the setter then copies element by element; assigning a numpy array costs
+~490 ms (environment.md). rosbags' classes take numpy arrays of the exact dtype.
 
 Errors are `ConversionError` (a ValueError) naming the field and, through `where`, the topic.
 JPEG/PNG decoding uses OpenCV (cv2.imdecode), imported when the first compressed image arrives.
@@ -61,9 +63,9 @@ class MessageFactory:
                                    dtype=np.uint8).reshape(-1)
         if self.numpy_arrays:
             return buf
-        out = array.array("B")
-        out.frombytes(buf.data)
-        return out
+        # bytes, not array.array: with field checks off (rclpy's default) the generated setter runs
+        # array.array('B', value), which copies bytes with one memcpy but an array.array element by element
+        return buf.tobytes()
 
     def float64_seq(self, values: Iterable[float]) -> Any:
         arr = np.asarray(list(values), dtype=np.float64)
@@ -246,8 +248,10 @@ def rgb_to_image(f: MessageFactory, rgb: np.ndarray, stamp_ns: int, frame_id: st
         raise ConversionError(f"image for {frame_id!r}: cannot write encoding {encoding!r} (rgb8 or bgr8)")
     h, w = rgb.shape[:2]
     pix = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
-    return f("sensor_msgs/msg/Image", header=f.header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
-             is_bigendian=0, step=3 * w, data=f.uint8_seq(np.ascontiguousarray(pix)))
+    msg = f("sensor_msgs/msg/Image", header=f.header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
+            is_bigendian=0, step=3 * w, data=f.uint8_seq(b""))
+    msg.data = f.uint8_seq(np.ascontiguousarray(pix))  # after construction: see the module docstring
+    return msg
 
 
 def intrinsics_to_camera_info(f: MessageFactory, K: np.ndarray, image_size: tuple[int, int], stamp_ns: int,

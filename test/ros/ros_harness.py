@@ -190,7 +190,8 @@ class Peer:
                 buf = io.BytesIO()
                 PILImage.fromarray(img).save(buf, format="PNG")
                 im = MSGS("sensor_msgs/msg/CompressedImage", header=MSGS.header(t, fid), format="png",
-                          data=MSGS.uint8_seq(buf.getvalue()))
+                          data=MSGS.uint8_seq(b""))
+                im.data = MSGS.uint8_seq(buf.getvalue())
             else:
                 im = rgb_to_image(MSGS, img, t, fid)
             out[cal.name] = (im, intrinsics_to_camera_info(MSGS, cal.K, cal.image_size, t, fid))
