@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +160,10 @@ def main() -> int:
             raise SystemExit(f"build_interfaces: `{tool}` not found; install Debian's cmake, make, gcc and g++")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="simdistill-interfaces-") as tmp:
-        for package in PACKAGES:
-            build(package, venv, Path(tmp))
+        # the packages do not depend on each other: build them side by side (code generation is serial)
+        with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
+            for job in [pool.submit(build, package, venv, Path(tmp)) for package in PACKAGES]:
+                job.result()
     stamp.write_text(want + "\n")
     print(f"build_interfaces: built {', '.join(PACKAGES)} into {venv} in {time.perf_counter() - t0:.0f} s")
     return 0
