@@ -17,8 +17,10 @@ from types import FrameType
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simdistill_ros.demo", "run the tiny detector on generated camera images and print the boxes"),
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
+    "bench-ros": ("simdistill_ros.bench_ros", "the ROS node's own overhead and its publish-to-receive latency"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+    "export": ("training.export", "export a student checkpoint to ONNX (any rig) or a TensorRT engine"),
     "train": ("training.train_cli", "train the teacher, the distilled student or the camera-only baseline"),
     "train-bench": ("training.bench_train", "training throughput: the loader alone and one step per stage"),
     "ablation": ("training.ablation", "toy-scale SimDistill ablation on a synthetic world (teacher, baseline, "
