@@ -123,6 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the teacher (the students train the config's schedule.epochs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=None, help="override data.workers (and world rendering)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); 1 helps on a CPU shared with other jobs")
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here (e.g. docs/ablation.md)")
     parser.add_argument("--force", action="store_true", help="replace an existing --doc file")
     parser.add_argument("--no-progress", action="store_true")
@@ -163,6 +165,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("--seeds, --ablation-seeds and --teacher-epochs must be >= 1")
     if args.doc is not None:
         check_absent(args.doc, args.force, "--doc file")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     config = load_train_config(args.config)
     if args.workers is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=args.workers))
