@@ -1,11 +1,12 @@
 """Camera images (uint8 H x W x 3 RGB) -> the student's normalised input tensor, on the device.
 
 The geometric transform of each image is its 4x4 `img_aug` matrix (geometry.image_aug_matrix): the
-2D affine u' = A u + t in [:2, :2] and [:2, 3]. Pixel coordinates are continuous with pixel (row i,
-col j) covering [j, j+1) x [i, i+1) (its centre at (j + 0.5, i + 0.5)), the convention in which
-image_aug_matrix's flip (u' = w - u) and rotation about (w/2, h/2) are exact. The transform is done as
+2D affine u' = A u + t in [:2, :2] and [:2, 3], in the OpenCV pixel convention of core/geometry.py
+(pixel (row i, col j) centred at (j, i)). Internally the warp works in continuous coordinates
+c = u + 1/2 (pixel (i, j) covering [j, j+1) x [i, i+1)), where resizing is exactly c' = s c and the
+matrix becomes c' = A c + t + (1 - A 1) / 2. The transform is done as
   1. resize by the matrix's scale (column norms of A) with antialiased bilinear `F.interpolate`, which
-     maps continuous coordinates exactly by u' = s u (rounded to whole grey levels, as PIL would);
+     maps continuous coordinates exactly by c' = s c (rounded to whole grey levels, as PIL would);
   2. the residual affine (crop, flip, rotation) exactly: by integer indexing when it is a unit-scale
      axis-aligned map with whole-pixel translation (the test-time transform, and flips), otherwise by
      bilinear `grid_sample` of the residual affine. Pixels from outside the image are black (0).
@@ -149,8 +150,9 @@ def preprocess_images(
         raw = torch.from_numpy(np.stack([np.ascontiguousarray(imgs[i]) for i in idx]))
         resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=device.type == "cpu")
         for k, i in enumerate(idx):
-            A = augs[i][:2, :2] @ np.diag([1.0 / sx, 1.0 / sy])
-            t = augs[i][:2, 3]
+            A_full, t_full = augs[i][:2, :2], augs[i][:2, 3]
+            A = A_full @ np.diag([1.0 / sx, 1.0 / sy])
+            t = t_full + 0.5 * (1.0 - A_full.sum(axis=1))  # OpenCV -> continuous coordinates
             img = resized[k]
             out = _residual_exact(img, A, t, out_hw)
             if out is None:

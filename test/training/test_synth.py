@@ -365,3 +365,48 @@ def test_annotation_follows_what_the_sensors_saw() -> None:
     mask = annotation_mask(world, tl, {(0, k): SampleStats(0, k, np.zeros(n, np.int64), vis[k], lidar[k])
                                        for k in range(5)}, 0, size)
     assert not mask[:, outside].any()
+
+
+def test_renderer_pixel_centres_follow_opencv_convention() -> None:
+    """A single box in front of CAM_FRONT: exactly the pixels whose centres (j, i) lie inside the box's
+    projected outline (corners projected with K by hand, outline from shapely) show the object; a
+    half-pixel offset of the rays would flip a band of pixels along every edge."""
+    import dataclasses
+
+    import shapely
+    from shapely.geometry import MultiPoint
+
+    from training.data.synth.render import box_corners, object_parts, sensor_pose
+
+    world = make_world(4, 0, 1.0)
+    ego, _ = world.ego_pose(0.5)
+    bus = int(np.flatnonzero(np.array(world.kinds) == "block")[0])
+    keep = slice(bus, bus + 1)
+    arrays = {f.name: getattr(world, f.name)[keep] for f in dataclasses.fields(world)
+              if isinstance(getattr(world, f.name), np.ndarray)}
+    tuples = {name: (getattr(world, name)[bus],) for name in ("classes", "kinds", "categories", "attributes")}
+    one = dataclasses.replace(world, **arrays, **tuples)
+    # put it ~20 m ahead of the ego, in the next lane, standing still
+    s_ego = world.ego_s0 + world.ego_speed * 0.5
+    one = dataclasses.replace(one, s0=np.array([s_ego + 22.0]), lateral=np.array([world.ego_lateral + 3.6]),
+                              speed=np.array([0.0]), yaw_offset=np.array([0.3]))
+    cam = rig.CAMERAS[0]
+    size = (90, 160)
+    frame = render_camera(one, 0.5, cam, size)
+    origin, rot = sensor_pose(one, 0.5, cam.translation, rig.camera_to_ego(cam))
+    pc, half, yaw = object_parts(one, 0.5)
+    corners = box_corners(pc[:, 0], half[:, 0], yaw)[0]  # the single part of a block
+    cam_pts = (corners - origin) @ rot
+    assert (cam_pts[:, 2] > 1.0).all()
+    K = rig.intrinsics(cam, size)
+    uv = cam_pts @ K.T
+    outline = MultiPoint([tuple(p) for p in uv[:, :2] / uv[:, 2:]]).convex_hull
+    jj, ii = np.meshgrid(np.arange(size[1]), np.arange(size[0]))
+    centres = shapely.points(jj.ravel(), ii.ravel())
+    clear = shapely.distance(outline.exterior, centres) >= 0.02  # a centre on the outline may go either way
+    within = shapely.contains(outline, centres)
+    ids = frame.object_id.ravel()
+    np.testing.assert_array_equal(ids[clear & within], 0)
+    np.testing.assert_array_equal(ids[clear & ~within], -1)
+    inside, outside = int((clear & within).sum()), int((clear & ~within).sum())
+    assert inside > 200 and outside > 200
