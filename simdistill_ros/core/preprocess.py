@@ -146,7 +146,10 @@ def preprocess_images(
     for i, (im, s) in enumerate(zip(imgs, scales)):
         groups.setdefault((im.shape[0], im.shape[1], *s), []).append(i)
     outputs: list[Tensor | None] = [None] * len(imgs)
-    for (_, _, sx, sy), idx in groups.items():
+    for (h, w, sx, sy), idx in groups.items():
+        if int(h * sy * (1.0 + 1e-10)) < 1 or int(w * sx * (1.0 + 1e-10)) < 1:
+            raise ValueError(f"camera {idx[0]} field img_aug: scales the {w}x{h} image by ({sx:.3g}, {sy:.3g}), "
+                             f"to less than one pixel")
         raw = torch.from_numpy(np.stack([np.ascontiguousarray(imgs[i]) for i in idx]))
         resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=device.type == "cpu")
         for k, i in enumerate(idx):

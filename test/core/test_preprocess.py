@@ -149,3 +149,9 @@ def test_bad_input_names_camera_and_field(geometry: GeometryConfig) -> None:
         preprocess_images([ok, ok], geometry, "cpu", img_aug=[aug])
     with pytest.raises(ValueError, match="at least one"):
         preprocess_images([], geometry, "cpu")
+    with pytest.raises(ValueError, match="camera 0 field img_aug: scales the 1600x2 image .* less than one pixel"):
+        preprocess_images([np.zeros((2, 1600, 3), np.uint8)], geometry, "cpu",
+                          img_aug=[image_aug_matrix((0.3, 0.3), (0, 0), (704, 256))])
+    # smaller than the network input in both directions: upscaled and padded, not an error
+    tiny, _ = preprocess_images([np.full((3, 5, 3), 90, np.uint8)], geometry, "cpu")
+    assert tiny.shape == (1, 1, 3, 256, 704) and bool(torch.isfinite(tiny).all())
