@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from simdistill_ros.core.config import load_preset
@@ -25,7 +26,7 @@ from simdistill_ros.core.model.view_transform import DEFAULT_CHANNEL_CHUNK, bev_
 from simdistill_ros.core.postprocess import decode
 from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.rig import random_frame
-from simdistill_ros.core.view_plan import BEVPoolPlan
+from simdistill_ros.core.view_plan import BEVPoolPlan, build_bev_pool_plan
 
 def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, iters: int) -> tuple[float, Any]:
     """Median wall time (ms) of fn over iters runs after warmup runs, synchronising the device."""
@@ -74,6 +75,10 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     img_aug = detector.image_augs(frame)
     plan = detector.plan_for(frame, img_aug)
     stages: dict[str, float] = {}
+    calib = [torch.as_tensor(np.stack(m), device=device)[None] for m in
+             ([c.K for c in frame.calibrations], [c.cam_to_ego for c in frame.calibrations], img_aug)]
+    # a fresh plan, as training builds one per sample (inference caches it per calibration)
+    stages["plan_build"], _ = _timer(device, lambda: build_bev_pool_plan(g, *calib), warmup, iters)
     with torch.inference_mode(), detector.autocast():
         stages["preprocess"], (images, _) = _timer(
             device, lambda: preprocess_images(list(frame.images), g, device, img_aug=img_aug), warmup, iters)

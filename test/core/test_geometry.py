@@ -242,3 +242,29 @@ def test_horizon_outside_the_crop_is_named() -> None:
     aug = inference_image_aug((900, 1600), g, K)[0]
     assert "below the whole" in horizon_message(K, _level_camera(K, -40.0), aug, (900, 1600), g.image_size, "up")
     assert horizon_message(K, _level_camera(K), aug, (900, 1600), g.image_size) is None
+
+
+def test_plan_equals_the_lifted_frustum_reference() -> None:
+    """build_bev_pool_plan (composed per-camera rays) against lift_to_ego + bev_cell_index on every
+    frustum point, with BEV augmentation, a masked camera and B = 2; sorted plans hold the same points."""
+    g = load_preset("tiny").geometry
+    rng = np.random.default_rng(5)
+    K, T = zip(*[random_camera(rng) for _ in range(6)])
+    augs = [image_aug_matrix(tuple(rng.uniform(0.2, 0.3, 2)), tuple(rng.uniform(0, 40, 2)), (352, 128),
+                             flip=bool(rng.integers(2)), rotate_deg=rng.uniform(-5, 5)) for _ in range(6)]
+    t = lambda a: torch.tensor(np.stack(a)).reshape(2, 3, *np.shape(a)[1:])  # noqa: E731
+    c, s = math.cos(0.3), math.sin(0.3)
+    bev = torch.tensor([[[-c, s, 0, 0.5], [s, c, 0, -0.2], [0, 0, 1, 0], [0, 0, 0, 1]], np.eye(4)], dtype=torch.float64)
+    valid = torch.tensor([[True, False, True], [True, True, True]])
+    plan = build_bev_pool_plan(g, t(K), t(T), t(augs), bev, valid)
+    pts = lift_to_ego(frustum(g, torch.float64), t(K), t(T), t(augs), bev)
+    cell, inside = bev_cell_index(pts, g)
+    inside &= valid[:, :, None, None, None]
+    want_depth = torch.nonzero(inside.reshape(-1)).squeeze(1)
+    b = want_depth // (3 * g.num_depth_bins * g.feature_size[0] * g.feature_size[1])
+    want_cell = b * (g.bev_size[0] * g.bev_size[1]) + cell.reshape(-1)[want_depth]
+    assert torch.equal(plan.depth_index, want_depth) and torch.equal(plan.cell_index, want_cell)
+    sorted_plan = build_bev_pool_plan(g, t(K), t(T), t(augs), bev, valid, sort_by_cell=True)
+    assert bool((sorted_plan.cell_index[1:] >= sorted_plan.cell_index[:-1]).all())
+    got = sorted(zip(sorted_plan.depth_index.tolist(), sorted_plan.pixel_index.tolist(), sorted_plan.cell_index.tolist()))
+    assert got == sorted(zip(plan.depth_index.tolist(), plan.pixel_index.tolist(), plan.cell_index.tolist()))
