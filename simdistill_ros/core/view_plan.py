@@ -104,12 +104,13 @@ def build_bev_pool_plan(
     if camera_valid_bn is not None:
         inside &= camera_valid_bn.to(device=device, dtype=torch.bool)[:, :, None, None]
     depth_index = torch.nonzero(inside.reshape(-1), as_tuple=False).squeeze(1)
-    b = depth_index // (N * D * fh * fw)
-    n = (depth_index // (D * fh * fw)) % N
-    hw = depth_index % (fh * fw)
-    pixel_index = (b * N + n) * (fh * fw) + hw
-    cell_index = b * (ny * nx) + torch.floor(row.reshape(-1)[depth_index]).long() * nx + torch.floor(
-        col.reshape(-1)[depth_index]).long()
+    # the pixel and the batch's grid offset of every point by broadcasting (cheaper than dividing indices)
+    bn = torch.arange(B * N, device=device).reshape(B, N, 1, 1)
+    pixel_all = (bn * (fh * fw) + torch.arange(fh * fw, device=device)).expand(B, N, D, fh * fw)
+    pixel_index = pixel_all.reshape(-1)[depth_index]
+    # truncation is floor here: inside the grid both coordinates are >= 0
+    cell_all = row.long() * nx + col.long() + (bn // N) * (ny * nx)
+    cell_index = cell_all.reshape(-1)[depth_index]
     if sort_by_cell:
         order = torch.argsort(cell_index, stable=True)
         depth_index, pixel_index, cell_index = depth_index[order], pixel_index[order], cell_index[order]
