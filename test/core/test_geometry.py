@@ -18,7 +18,7 @@ from simdistill_ros.core.geometry import (
     lift_to_ego,
     project_to_image,
 )
-from simdistill_ros.core.view_plan import PlanCache, build_bev_pool_plan, plan_key
+from simdistill_ros.core.view_plan import BEVPoolPlan, PlanCache, build_bev_pool_plan, plan_key
 
 
 def random_camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -266,5 +266,7 @@ def test_plan_equals_the_lifted_frustum_reference() -> None:
     assert torch.equal(plan.depth_index, want_depth) and torch.equal(plan.cell_index, want_cell)
     sorted_plan = build_bev_pool_plan(g, t(K), t(T), t(augs), bev, valid, sort_by_cell=True)
     assert bool((sorted_plan.cell_index[1:] >= sorted_plan.cell_index[:-1]).all())
-    got = sorted(zip(sorted_plan.depth_index.tolist(), sorted_plan.pixel_index.tolist(), sorted_plan.cell_index.tolist()))
-    assert got == sorted(zip(plan.depth_index.tolist(), plan.pixel_index.tolist(), plan.cell_index.tolist()))
+    def points(p: BEVPoolPlan) -> list[tuple[int, int, int]]:
+        return sorted(zip(p.depth_index.tolist(), p.pixel_index.tolist(), p.cell_index.tolist()))
+
+    assert points(sorted_plan) == points(plan)

@@ -124,7 +124,7 @@ def test_blob_lands_on_its_ego_point(name: str, seed: int, flip: bool) -> None:
     four_three = name.startswith("4:3")
     raw_hw = (960, 1280) if four_three else (900, 1600)
     cams = _rig_4x3() if four_three else [(c.K, c.cam_to_ego) for c in nuscenes_like_rig(tuple("abcdef"))]
-    for K, T in (cams[i] for i in rng.choice(len(cams), 2, replace=False)):
+    for K, T in (cams[i] for i in rng.choice(len(cams), 1)):
         if name == "4:3 test crop":
             aug = inference_image_aug(raw_hw, GEOM, K)[0]
         else:

@@ -206,8 +206,9 @@ def test_attribute_rule_is_mmdet3ds() -> None:
              ("barrier", 5.0, 0.0, ""), ("traffic_cone", 0.0, 0.0, "")]
     for name, vx, vy, want in cases:
         assert ev.attribute_for(name, vx, vy) == want, (name, vx, vy)
-    det = Detections(np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.0, 0.0, 3.0], [5.0, 1.0, 0.5, 0.7, 0.7, 1.8, 0.0, 0, 0]]),
-                     np.array([0.9, 0.8]), [CLASS_NAMES.index("bus"), CLASS_NAMES.index("pedestrian")], CLASS_NAMES)
+    boxes9 = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.0, 0.0, 3.0], [5.0, 1.0, 0.5, 0.7, 0.7, 1.8, 0.0, 0.0, 0.0]])
+    det = Detections(boxes9, np.array([0.9, 0.8]), [CLASS_NAMES.index("bus"), CLASS_NAMES.index("pedestrian")],
+                     CLASS_NAMES)
     boxes = ev.detections_to_boxes("tok", det, np.eye(4))
     assert [b["attribute_name"] for b in boxes] == ["vehicle.moving", "pedestrian.standing"]
     with pytest.raises(ValueError, match="unknown class 'spaceship'"):

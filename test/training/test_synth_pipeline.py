@@ -142,7 +142,8 @@ def test_infos_agree_with_generator_ground_truth(dataroot: Path, tmp_path: Path)
             assert set(idx.tolist()) <= set(np.flatnonzero(truth[5]).tolist()), "annotation of a non-candidate"
             # every candidate with key-frame LiDAR points in its box (counted here from the file, the
             # devkit's way) was seen, so it is annotated
-            pts = load_points(info, 0)[:, :3].astype(np.float64) @ info.ego_to_global[:3, :3].T + info.ego_to_global[:3, 3]
+            E = info.ego_to_global
+            pts = load_points(info, 0)[:, :3].astype(np.float64) @ E[:3, :3].T + E[:3, 3]
             cand = np.flatnonzero(truth[5])
             boxes = np.concatenate([truth[7][cand], truth[3][cand], truth[8][cand, None], np.zeros((len(cand), 2))], 1)
             hit = cand[points_in_boxes(pts, boxes).any(0)]  # upright boxes in the global frame: exact

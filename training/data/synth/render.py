@@ -310,7 +310,8 @@ def render_camera(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: 
     n = world.num_objects
     silhouette = np.zeros(n, dtype=np.int64)
     near = np.linalg.norm(centre[:, :2] - origin[:2], axis=1) < 150.0
-    depth_flat, colour_flat, id_flat, length_flat = depth.ravel(), colour.reshape(-1, 3), object_id.ravel(), length.ravel()
+    depth_flat, colour_flat, id_flat = depth.ravel(), colour.reshape(-1, 3), object_id.ravel()
+    length_flat = length.ravel()
     horizon = np.array(HORIZON, np.float32)
     for i in np.nonzero(near & (cam_pts[..., 2].max(1) > NEAR))[0]:
         uv = _clip_project(cam_pts[i], k)
@@ -343,7 +344,8 @@ def render_camera(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: 
         diffuse = np.clip(normal[0] * sun[0] + normal[1] * sun[1] + normal[2] * sun[2], 0, None)
         col = _object_albedo(world, i, tuple(c[win] for c in local), normal[2] != 0, part[win])
         col *= (0.35 + 0.65 * diffuse)[..., None]
-        col += (horizon - col) * (np.float32(1.0) - np.exp(t_win * length_flat[pix] / np.float32(-HAZE_DISTANCE)))[..., None]
+        haze = np.float32(1.0) - np.exp(t_win * length_flat[pix] / np.float32(-HAZE_DISTANCE))
+        col += (horizon - col) * haze[..., None]
         depth_flat[pix] = t_win
         colour_flat[pix] = col
         id_flat[pix] = i

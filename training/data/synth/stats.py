@@ -160,6 +160,7 @@ def format_markdown(stats: dict[str, Any]) -> str:
     g, s = stats["ground_contact_depth_error"], stats["size_depth_error"]
     lines += ["| monocular depth cue (boxes within 60 m of a camera) | median error | 90th percentile |",
               "|---|---:|---:|",
-              f"| ground contact on a flat ego-frame ground plane | {100 * g['median']:.1f} % | {100 * g['p90']:.1f} % |",
+              f"| ground contact on a flat ego-frame ground plane | {100 * g['median']:.1f} % "
+              f"| {100 * g['p90']:.1f} % |",
               f"| apparent height with the class-mean height | {100 * s['median']:.1f} % | {100 * s['p90']:.1f} % |"]
     return "\n".join(lines)
