@@ -25,7 +25,7 @@ def test_bench_writes_json_with_every_stage(small_config: DetectorConfig, tmp_pa
     out = tmp_path / "bench.json"
     assert main(["bench", "--preset", str(preset), "--warmup", "0", "--iters", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["stages_ms"]) == {"preprocess", "image_encoder", "view_transforms", "gcm", "fuser",
+    assert set(result["stages_ms"]) == {"plan_build", "preprocess", "image_encoder", "view_transforms", "gcm", "fuser",
                                         "bev_decoder", "head", "postprocess", "network"}
     assert all(v > 0 for v in result["stages_ms"].values()) and result["end_to_end_ms"] > 0
     assert result["bev_pool"]["max_abs_diff_vs_naive"] < 1e-4

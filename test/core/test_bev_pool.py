@@ -193,7 +193,7 @@ def test_mixed_precision_forward_and_backward(half: torch.dtype, recompute: bool
         scale = float(ref.detach().abs().max())
         # fp32 accumulation: the error is the inputs' and output's rounding, not a sum of many roundings
         tol = (eps if depth_dtype == half else 1e-6) + eps  # inputs rounded to half, output to out.dtype
-        assert float((out.double() - ref).abs().max()) <= tol * scale * 2
+        assert float((out.detach().double() - ref.detach()).abs().max()) <= tol * scale * 2
         torch.testing.assert_close(d.grad.double(), ref_d.grad, atol=4 * eps * float(ref_d.grad.abs().max()), rtol=0)
         torch.testing.assert_close(c.grad.double(), ref_c.grad, atol=4 * eps * float(ref_c.grad.abs().max()), rtol=0)
 

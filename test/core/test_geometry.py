@@ -254,7 +254,7 @@ def test_plan_equals_the_lifted_frustum_reference() -> None:
                              flip=bool(rng.integers(2)), rotate_deg=rng.uniform(-5, 5)) for _ in range(6)]
     t = lambda a: torch.tensor(np.stack(a)).reshape(2, 3, *np.shape(a)[1:])  # noqa: E731
     c, s = math.cos(0.3), math.sin(0.3)
-    bev = torch.tensor([[[-c, s, 0, 0.5], [s, c, 0, -0.2], [0, 0, 1, 0], [0, 0, 0, 1]], np.eye(4)], dtype=torch.float64)
+    bev = torch.tensor(np.stack([[[-c, s, 0, 0.5], [s, c, 0, -0.2], [0, 0, 1, 0], [0, 0, 0, 1]], np.eye(4)]))
     valid = torch.tensor([[True, False, True], [True, True, True]])
     plan = build_bev_pool_plan(g, t(K), t(T), t(augs), bev, valid)
     pts = lift_to_ego(frustum(g, torch.float64), t(K), t(T), t(augs), bev)
