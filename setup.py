@@ -19,18 +19,42 @@ TRAIN = [
     "pillow>=9",
 ]
 BAG = ["rosbags==0.11.9", "mcap>=1.1", "mcap-ros2-support>=0.5"]
+# ROS 2 Kilted from PyPI (environment.md): run-time wheels, plus what scripts/build_interfaces.py needs
+# to build vision_msgs and tf2_msgs into the venv. Only the ros-kilted-* names are pinned (never mix
+# distros); in a full ROS 2 install none of this is used (colcon, docs/ros.md).
+ROS = [
+    "ros-kilted-rclpy==9.1.2",
+    "ros-kilted-rmw-fastrtps-cpp==9.3.3",
+    "ros-kilted-builtin-interfaces==2.3.0",
+    "ros-kilted-std-msgs==5.5.1",
+    "ros-kilted-geometry-msgs==5.5.1",
+    "ros-kilted-sensor-msgs==5.5.1",
+    "ros-kilted-visualization-msgs==5.5.1",
+    "ros-kilted-diagnostic-msgs==5.5.1",
+    "opencv-python-headless>=4.8,<4.12",
+]
+ROS_BUILD = [
+    "ros-kilted-ament-cmake==2.7.3",
+    "ros-kilted-ament-package==0.17.2",
+    "ros-kilted-ament-cmake-include-directories==2.7.3",
+    "ros-kilted-ament-cmake-ros-core==0.14.5",
+    "ros-kilted-rosidl-default-generators==1.7.1",
+    "ros-kilted-rosidl-core-generators==0.3.1",
+    "catkin-pkg==1.1.1",
+]
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ml_dtypes<0.6"]
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "shapely~=2.0.3"]
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "shapely~=2.0.3", "colcon-common-extensions>=0.3"]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    package_data={f"{PACKAGE}.ros": ["msg/*/*.msg"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/models", glob("config/models/*.yaml")),
     ],
     python_requires=">=3.10",
@@ -38,14 +62,16 @@ setup(
     extras_require={
         "train": TRAIN,
         "bag": BAG,
+        "ros": ROS + ROS_BUILD,
         "export": EXPORT,
         "test": TEST,
-        "all": TRAIN + BAG + EXPORT + TEST,
+        "all": TRAIN + BAG + ROS + ROS_BUILD + EXPORT + TEST,
     },
     zip_safe=True,
     maintainer="simdistill_ros maintainers",
     maintainer_email="maintainers@simdistill-ros.invalid",
     description="Camera-only 3D object detection distilled from a LiDAR+camera teacher (SimDistill), for ROS 2.",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["simdistill = simdistill_ros.cli:main"]},
+    entry_points={"console_scripts": ["simdistill = simdistill_ros.cli:main",
+                                    "detector_node = simdistill_ros.ros.node:main"]},
 )

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create (once) and reuse the virtual environment at .venv in the repo root and install simdistill_ros
-# with pinned dependencies. Re-running is cheap: pip is skipped while setup.py is unchanged.
+# Create (once) and reuse the virtual environment at .venv in the repo root, install simdistill_ros with
+# pinned dependencies (ROS 2 Kilted wheels included), and build the interface packages the wheels lack
+# (vision_msgs, tf2_msgs) into it. Re-running is cheap: pip is skipped while setup.py is unchanged and
+# the interface build while its inputs are unchanged (scripts/build_interfaces.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,3 +17,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e '.[all]'
   echo "$want" > "$stamp"
 fi
+.venv/bin/python scripts/build_interfaces.py --venv .venv

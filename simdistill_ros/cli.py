@@ -17,6 +17,7 @@ from types import FrameType
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simdistill_ros.demo", "run the tiny detector on generated camera images and print the boxes"),
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
+    "bench-ros": ("simdistill_ros.bench_ros", "the ROS node's own overhead and its publish-to-receive latency"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
 }

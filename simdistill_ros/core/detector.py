@@ -65,7 +65,12 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
-                        precision: str = "fp32", **overrides: float | int | None) -> "Detector":
+                        precision: str = "fp32", backend: str = "torch",
+                        **overrides: float | int | None) -> "Detector":
+        """Load a student checkpoint. backend: "torch" or "auto" (which is torch here); any other value is
+        a ValueError naming it."""
+        if backend not in ("torch", "auto"):
+            raise ValueError(f"backend {backend!r} is unavailable (available: torch, auto)")
         config, state, _ = load_checkpoint(path)
         model = Student(config.model, config.geometry)
         load_state_into(model, state, f"checkpoint {path}")
