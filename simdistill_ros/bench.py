@@ -1,8 +1,12 @@
 """`simdistill bench`: median latency per stage and end to end, peak memory, and BEV pooling against a
-naive full-volume reference, for a preset on CPU or CUDA.
+naive full-volume reference, for a preset on CPU or CUDA, and the same network on other backends.
 
 Weights are random (latency does not depend on them); inputs are six random 900x1600 uint8 images on a
 nuScenes-like rig. Every stage is timed with device synchronisation after warm-up; figures are medians.
+The eager torch backend is always measured (per stage); `--backend` adds compiled, cudagraph,
+onnxruntime and tensorrt (an ONNX export of the same weights, into a temporary folder). Their network
+and end-to-end times are measured interleaved with eager torch, iteration by iteration, so the ratios
+hold on a shared machine whose load drifts.
 """
 from __future__ import annotations
 
@@ -19,13 +23,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from simdistill_ros.core.config import load_preset
+from simdistill_ros.core.config import GeometryConfig, load_preset
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.model.view_transform import DEFAULT_CHANNEL_CHUNK, bev_pool
 from simdistill_ros.core.postprocess import decode
-from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.rig import random_frame
+from simdistill_ros.core.types import Frame
 from simdistill_ros.core.view_plan import BEVPoolPlan, build_bev_pool_plan
 
 def _timer(device: torch.device, fn: Callable[[], Any], warmup: int, iters: int) -> tuple[float, Any]:
@@ -57,14 +61,14 @@ def naive_bev_pool(depth_bndhw: torch.Tensor, context_bnchw: torch.Tensor, plan:
     return out.reshape(B, ny, nx, C).permute(0, 3, 1, 2)
 
 
-def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int) -> dict[str, Any]:
+def run_bench(preset: str, device_name: str, precision: str, warmup: int, iters: int,
+              backends: tuple[str, ...] = ()) -> dict[str, Any]:
     config = load_preset(preset)
     device = torch.device(device_name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
     torch.manual_seed(0)
-    detector = Detector(Student(config.model, config.geometry), config, device=device,
-                        precision="fp16" if fp16 else "fp32")
+    detector = Detector(Student(config.model, config.geometry), config, device=device, precision=precision)
     model = detector.model
     frame = random_frame(config.model.camera_names, seed=0)
     g = config.geometry
@@ -75,13 +79,9 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     img_aug = detector.image_augs(frame)
     plan = detector.plan_for(frame, img_aug)
     stages: dict[str, float] = {}
-    calib = [torch.as_tensor(np.stack(m), device=device)[None] for m in
-             ([c.K for c in frame.calibrations], [c.cam_to_ego for c in frame.calibrations], img_aug)]
-    # a fresh plan, as training builds one per sample (inference caches it per calibration)
-    stages["plan_build"], _ = _timer(device, lambda: build_bev_pool_plan(g, *calib), warmup, iters)
     with torch.inference_mode(), detector.autocast():
-        stages["preprocess"], (images, _) = _timer(
-            device, lambda: preprocess_images(list(frame.images), g, device, img_aug=img_aug), warmup, iters)
+        stages["preprocess"], images = _timer(device, lambda: detector.preprocess(frame, img_aug), warmup, iters)
+        stages["plan_build"], _ = _timer(device, lambda: _build_plan(frame, img_aug, g, device), warmup, iters)
         stages["image_encoder"], feats = _timer(device, lambda: model.encode_images(images), warmup, iters)
         stages["view_transforms"], (bev_a, bev_c, _, _) = _timer(
             device, lambda: model.view_transforms(feats, plan.depth_index, plan.pixel_index, plan.cell_index),
@@ -103,7 +103,7 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
     # BEV pooling alone: ours (gather valid points + scatter_add) vs the naive full-volume reference
     B, N = 1, config.model.num_cameras
     D, (fh, fw), C = g.num_depth_bins, g.feature_size, config.model.context_channels
-    dtype = torch.float16 if fp16 else torch.float32
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     depth = torch.softmax(torch.randn(B, N, D, fh, fw, device=device), dim=2).to(dtype)
     ctx = torch.randn(B, N, C, fh, fw, device=device).to(dtype)
     with torch.inference_mode():
@@ -121,13 +121,27 @@ def run_bench(preset: str, device_name: str, fp16: bool, warmup: int, iters: int
         "naive_volume_bytes": B * N * D * fh * fw * C * elt,
         "peak_growth_MiB": ours_mib, "naive_peak_growth_MiB": naive_mib,
     }
-    return {
-        "preset": preset, "device": device_name, "precision": "fp16" if fp16 else "fp32",
+    result = {
+        "preset": preset, "device": device_name, "precision": precision,
         "machine": _machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "warmup": warmup, "iters": iters, "stages_ms": stages, "end_to_end_ms": end_to_end,
         "end_to_end_breakdown_ms": det.timings_ms, "bev_pool": pool, "memory": memory,
         "input": {"cameras": N, "raw_image": [900, 1600], "network_input": list(g.image_size)},
     }
+    if backends:
+        from simdistill_ros.bench_backends import compare_backends
+
+        result["backends"] = compare_backends(detector, frame, backends, warmup, iters)
+    return result
+
+
+def _build_plan(frame: Frame, img_aug: np.ndarray, g: GeometryConfig, device: torch.device) -> BEVPoolPlan:
+    """A plan rebuilt from scratch on `device` (what ego-motion compensation costs every frame)."""
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)[None]
+
+    return build_bev_pool_plan(g, t(np.stack([c.K for c in frame.calibrations])),
+                               t(np.stack([c.cam_to_ego for c in frame.calibrations])), t(img_aug))
 
 
 def _peak_rss_mib() -> float:
@@ -171,21 +185,35 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"BEV pooling largest intermediate: {p['largest_intermediate_bytes'] / 2**20:.0f} MiB "
           f"(naive full volume {p['naive_volume_bytes'] / 2**20:.0f} MiB)")
     print("memory: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
+    if "backends" in result:
+        from simdistill_ros.bench_backends import print_backends
+
+        print_backends(result["backends"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help="tiny, r50 or a preset YAML path (default tiny)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--fp16", action="store_true", help="half precision (CUDA autocast)")
+    parser.add_argument("--fp16", action="store_true", help="same as --precision fp16")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                        help="fp32 (default), fp16 (CUDA autocast) or bf16 (autocast, CPU or CUDA)")
+    parser.add_argument("--backend", default="torch",
+                        help="torch (per stage), or also compiled, cudagraph, onnxruntime, tensorrt, a "
+                             "comma-separated list of them, or all")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--json", type=Path, help="write the result as JSON here")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.fp16 and not str(args.device).startswith("cuda"):
+    from simdistill_ros.bench_backends import parse_backends
+
+    if args.fp16 and args.precision not in (None, "fp16"):
+        raise ValueError(f"--fp16 contradicts --precision {args.precision}")
+    precision = "fp16" if args.fp16 else (args.precision or "fp32")
+    if precision == "fp16" and not str(args.device).startswith("cuda"):
         raise ValueError("--fp16 needs --device cuda")
-    result = run_bench(args.preset, args.device, args.fp16, args.warmup, args.iters)
+    result = run_bench(args.preset, args.device, precision, args.warmup, args.iters, parse_backends(args.backend))
     print_table(result)
     if args.json:
         tmp = args.json.with_name(f".{args.json.name}.tmp")

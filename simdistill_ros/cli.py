@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-ros": ("simdistill_ros.bench_ros", "the ROS node's own overhead and its publish-to-receive latency"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+    "export": ("training.export", "export a student checkpoint to ONNX (any rig) or a TensorRT engine"),
 }
 
 

@@ -224,9 +224,9 @@ class RuntimeConfig:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        _require(self.precision in ("fp32", "fp16"), "runtime.precision", "must be fp32 or fp16")
-        _require(self.backend in ("torch", "onnxruntime", "tensorrt", "auto"), "runtime.backend",
-                 "must be torch, onnxruntime, tensorrt or auto")
+        _require(self.precision in ("fp32", "fp16", "bf16"), "runtime.precision", "must be fp32, fp16 or bf16")
+        _require(self.backend in ("torch", "compiled", "cudagraph", "onnxruntime", "tensorrt", "auto"),
+                 "runtime.backend", "must be torch, compiled, cudagraph, onnxruntime, tensorrt or auto")
 
 
 T = TypeVar("T")

@@ -1,24 +1,31 @@
 """Detector: a synchronised camera Frame in, 3D Detections in the ego frame out.
 
-It owns the student network, the per-calibration view-transform plan cache, pre-processing and
-decoding. The live ROS node and bag replay both call `detect`, so they see exactly the same pipeline.
+It owns an inference backend (core/backends: the torch reference, compiled, CUDA graphs, onnxruntime,
+TensorRT), the per-calibration view-transform plan cache, pre-processing and decoding, which are the
+same for every backend. On CUDA the uint8 images are uploaded once through pinned memory and resized,
+cropped and normalised on the device. The live ROS node and bag replay both call `detect`, so they see
+exactly the same pipeline.
 """
 from __future__ import annotations
 
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from simdistill_ros.core.checkpoint import load_checkpoint, load_state_into
+from simdistill_ros.core.backends.base import InferenceBackend
+from simdistill_ros.core.backends.factory import load_backend
+from simdistill_ros.core.backends.torch_backend import TorchBackend
 from simdistill_ros.core.config import DetectorConfig
 from simdistill_ros.core.geometry import inference_image_aug
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.postprocess import decode, to_detections
 from simdistill_ros.core.preprocess import preprocess_images
 from simdistill_ros.core.types import Detections, Frame
+from simdistill_ros.core.upload import PinnedUploader
 from simdistill_ros.core.view_plan import BEVPoolPlan, PlanCache
 
 
@@ -30,51 +37,49 @@ def _sync(device: torch.device) -> None:
 class Detector:
     """Runs the camera-only student on Frames.
 
-    model: a Student built from `config`; device: where it runs; precision: "fp32" or "fp16" (CUDA only).
-    score_threshold / max_detections override the config's post-processing when given.
+    network: a Student (run by the eager torch backend on `device` at `precision`: fp32, fp16 (CUDA) or
+    bf16) or an InferenceBackend (which fixes device and precision itself). config: the DetectorConfig
+    the network was built for. score_threshold / max_detections override the config's post-processing.
     """
 
     def __init__(
         self,
-        model: Student,
+        network: Student | InferenceBackend,
         config: DetectorConfig,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         score_threshold: float | None = None,
         max_detections: int | None = None,
     ) -> None:
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision fp16 needs a CUDA device")
+        self.backend = TorchBackend(network, device, precision) if isinstance(network, Student) else network
+        self.device = self.backend.device
+        self.precision = self.backend.precision
         self.config = config
-        self.precision = precision
         post = config.postprocess
-        if score_threshold is not None or max_detections is not None:
-            from dataclasses import replace
-
-            post = replace(post,
-                           score_threshold=post.score_threshold if score_threshold is None else float(score_threshold),
-                           max_detections=post.max_detections if max_detections is None else int(max_detections))
+        if score_threshold is not None:
+            post = replace(post, score_threshold=float(score_threshold))
+        if max_detections is not None:
+            post = replace(post, max_detections=int(max_detections))
         self.postprocess = post
-        self.model = model.to(self.device).eval()
         self.plans = PlanCache(config.geometry, self.device)
+        self.uploader = PinnedUploader(self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
-                        precision: str = "fp32", backend: str = "torch",
-                        **overrides: float | int | None) -> "Detector":
-        """Load a student checkpoint. backend: "torch" or "auto" (which is torch here); any other value is
-        a ValueError naming it."""
-        if backend not in ("torch", "auto"):
-            raise ValueError(f"backend {backend!r} is unavailable (available: torch, auto)")
-        config, state, _ = load_checkpoint(path)
-        model = Student(config.model, config.geometry)
-        load_state_into(model, state, f"checkpoint {path}")
-        return cls(model, config, device=device, precision=precision, **overrides)  # type: ignore[arg-type]
+                        precision: str = "fp32", backend: str = "torch", score_threshold: float | None = None,
+                        max_detections: int | None = None) -> "Detector":
+        """A Detector for a model file: a checkpoint (backends torch, compiled, cudagraph), an exported
+        .onnx file (onnxruntime, tensorrt) or a TensorRT engine (tensorrt); backend auto picks the
+        fastest that can run it here (core/backends/factory.py). The config comes from the file."""
+        network, config = load_backend(path, backend, device, precision)
+        return cls(network, config, score_threshold=score_threshold, max_detections=max_detections)
+
+    @property
+    def model(self) -> Student:
+        """The Student of a torch backend (for per-stage benchmarks); AttributeError for other backends."""
+        if not isinstance(self.backend, TorchBackend):
+            raise AttributeError(f"the {self.backend.name} backend has no PyTorch model")
+        return self.backend.model
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -100,31 +105,33 @@ class Detector:
                               np.stack([c.cam_to_ego for c in frame.calibrations]), img_aug, valid)
 
     def autocast(self) -> torch.autocast | nullcontext[None]:
-        """fp16 autocast on CUDA when precision is fp16, else a no-op context."""
-        return torch.autocast("cuda", dtype=torch.float16) if self.precision == "fp16" else nullcontext()
+        """The torch backend's autocast (fp16/bf16), else a no-op context."""
+        return self.backend.autocast() if isinstance(self.backend, TorchBackend) else nullcontext()
+
+    def preprocess(self, frame: Frame, img_aug: np.ndarray) -> torch.Tensor:
+        """1 x N x 3 x H x W normalised float32 images on the device (pinned upload on CUDA)."""
+        images, _ = preprocess_images(self.uploader.upload(frame.images), self.config.geometry, self.device,
+                                      img_aug=img_aug)
+        return images
 
     @torch.inference_mode()
     def detect(self, frame: Frame) -> Detections:
         """Detect objects in one synchronised frame. Timings (ms) per stage are in Detections.timings_ms."""
         self.check_frame(frame)
         dev = self.device
-        times: dict[str, float] = {}
         t0 = time.perf_counter()
         img_aug = self.image_augs(frame)
-        images, img_aug = preprocess_images(list(frame.images), self.config.geometry, dev, img_aug=img_aug)
+        images = self.preprocess(frame, img_aug)
         _sync(dev)
         t1 = time.perf_counter()
         plan = self.plan_for(frame, img_aug)
         t2 = time.perf_counter()
-        with self.autocast():
-            heads = self.model(images, plan.depth_index, plan.pixel_index, plan.cell_index)
-        heads = tuple(h.float() for h in heads)
+        heads = self.backend(images, plan)
         _sync(dev)
         t3 = time.perf_counter()
         decoded = decode(heads, self.config.model.tasks, self.config.geometry, self.postprocess)[0]
         out = to_detections(decoded, self.class_names, stamp_ns=frame.stamp_ns)
         t4 = time.perf_counter()
-        times.update(preprocess=(t1 - t0) * 1e3, plan=(t2 - t1) * 1e3, network=(t3 - t2) * 1e3,
-                     postprocess=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3)
-        out.timings_ms.update(times)
+        out.timings_ms.update(preprocess=(t1 - t0) * 1e3, plan=(t2 - t1) * 1e3, network=(t3 - t2) * 1e3,
+                              postprocess=(t4 - t3) * 1e3, total=(t4 - t0) * 1e3)
         return out

@@ -30,14 +30,15 @@ IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 _EPS = 1e-6
 
 
-def _check_image(i: int, image: object) -> np.ndarray:
+def _check_image(i: int, image: object) -> np.ndarray | Tensor:
+    """A uint8 H x W x 3 numpy array, or a torch tensor of that shape (e.g. already on the device)."""
     where = f"camera {i} field image"
-    if not isinstance(image, np.ndarray):
+    if not isinstance(image, (np.ndarray, Tensor)):
         raise ValueError(f"{where}: expected a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
+    if image.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"{where}: expected dtype uint8, got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{where}: expected shape H x W x 3, got {image.shape}")
+        raise ValueError(f"{where}: expected shape H x W x 3, got {tuple(image.shape)}")
     return image
 
 
@@ -112,25 +113,29 @@ def _resize(raw_nhwc: Tensor, sx: float, sy: float, uint8_kernel: bool) -> Tenso
 
 
 def preprocess_images(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | Tensor],
     geometry: GeometryConfig,
     device: torch.device | str = "cpu",
     img_aug: np.ndarray | Sequence[np.ndarray] | None = None,
     dtype: torch.dtype = torch.float32,
+    uint8_kernel: bool | None = None,
 ) -> tuple[Tensor, np.ndarray]:
     """Resize/crop(/flip/rotate) and normalise camera images for the student.
 
-    images: N uint8 H x W x 3 RGB arrays (sizes may differ per camera). img_aug: N 4x4 matrices
+    images: N uint8 H x W x 3 RGB arrays or tensors (sizes may differ per camera; tensors may already be
+    on `device`, e.g. from backends' pinned upload). img_aug: N 4x4 matrices
     mapping raw-image pixels to network-input pixels; default: geometry.inference_image_aug for each
     image's size. Returns (1 x N x 3 x H x W tensor of `dtype` on `device`, H x W = geometry.image_size,
     normalised with ImageNet mean/std; img_aug N x 4 x 4 float64 numpy). Bad input: ValueError naming
-    the camera index and the field.
+    the camera index and the field. uint8_kernel: resize with torch's uint8 CPU kernel (default: on CPU)
+    or in float (the only path on CUDA); the two differ by at most one grey level (docs/benchmarks.md).
+    Cameras sharing raw size, scale and residual map are transformed in one batched call.
     """
     if len(images) == 0:
         raise ValueError("images: expected at least one camera image")
     imgs = [_check_image(i, im) for i, im in enumerate(images)]
     if img_aug is None:
-        augs = [inference_image_aug(im.shape[:2], geometry)[0] for im in imgs]
+        augs = [inference_image_aug(tuple(im.shape[:2]), geometry)[0] for im in imgs]
     else:
         if len(img_aug) != len(imgs):
             raise ValueError(f"img_aug: {len(img_aug)} matrices for {len(imgs)} camera images")
@@ -146,21 +151,28 @@ def preprocess_images(
     for i, (im, s) in enumerate(zip(imgs, scales)):
         groups.setdefault((im.shape[0], im.shape[1], *s), []).append(i)
     outputs: list[Tensor | None] = [None] * len(imgs)
+    use_uint8 = device.type == "cpu" if uint8_kernel is None else uint8_kernel
     for (h, w, sx, sy), idx in groups.items():
         if int(h * sy * (1.0 + 1e-10)) < 1 or int(w * sx * (1.0 + 1e-10)) < 1:
             raise ValueError(f"camera {idx[0]} field img_aug: scales the {w}x{h} image by ({sx:.3g}, {sy:.3g}), "
                              f"to less than one pixel")
-        raw = torch.from_numpy(np.stack([np.ascontiguousarray(imgs[i]) for i in idx]))
-        resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=device.type == "cpu")
+        raw = torch.stack([torch.from_numpy(np.ascontiguousarray(imgs[i])) if isinstance(imgs[i], np.ndarray)
+                           else imgs[i] for i in idx])
+        resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=use_uint8)
+        residuals: dict[bytes, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         for k, i in enumerate(idx):
             A_full, t_full = augs[i][:2, :2], augs[i][:2, 3]
             A = A_full @ np.diag([1.0 / sx, 1.0 / sy])
             t = t_full + 0.5 * (1.0 - A_full.sum(axis=1))  # OpenCV -> continuous coordinates
-            img = resized[k]
-            out = _residual_exact(img, A, t, out_hw)
+            key = np.round(np.concatenate([A.ravel(), t]), 9).tobytes()
+            residuals.setdefault(key, (A, t, []))[2].append(k)
+        for A, t, ks in residuals.values():
+            imgs_k = resized if len(ks) == len(idx) else resized[ks]
+            out = _residual_exact(imgs_k, A, t, out_hw)
             if out is None:
-                out = _residual_grid_sample(img.float(), A, t, out_hw)
-            out = out.float()
-            outputs[i] = ((out - mean) / std).to(dtype)
+                out = torch.stack([_residual_grid_sample(img.float(), A, t, out_hw) for img in imgs_k])
+            out = ((out.float() - mean) / std).to(dtype)
+            for j, k in enumerate(ks):
+                outputs[idx[k]] = out[j]
     batch = torch.stack(outputs)[None]  # type: ignore[arg-type]
     return batch, np.stack(augs).astype(np.float64)
