@@ -2,8 +2,9 @@
 (config `detection_cvpr_2019`), metrics JSON and the devkit's plots; and the `simdistill eval` command.
 
 - `predictions_to_results`: ego-frame Detections per sample -> nuScenes submission (global frame via
-  each sample's ego_to_global; velocities rotated to global; per-class default attributes, as
-  mmdet3d's DefaultAttribute, since the model has no attribute head).
+  each sample's ego_to_global; velocities rotated to global). The model has no attribute head:
+  attributes follow the rule behind the published BEVFusion/SimDistill numbers (mmdet3d's result
+  formatting, method.md section 8): `attribute_for` from the class and the speed (moving above 0.2 m/s).
 - `evaluate_results(dataroot, version, split, results_path, out_dir)`: scores a results file against the
   split's ground truth loaded with the devkit's own logic (load_gt_of_sample_tokens, add_center_dist,
   filter_eval_boxes). The split's samples come from training.data.nuscenes (splits.json for synthetic
@@ -46,6 +47,12 @@ DEFAULT_ATTRIBUTES: dict[str, str] = {
     "barrier": "",
     "traffic_cone": "",
 }
+MOVING_SPEED = 0.2  # m/s: mmdet3d's threshold between moving and standing attributes
+MOVING_ATTRIBUTES: dict[str, str] = {
+    "car": "vehicle.moving", "truck": "vehicle.moving", "bus": "vehicle.moving", "trailer": "vehicle.moving",
+    "construction_vehicle": "vehicle.moving", "motorcycle": "cycle.with_rider", "bicycle": "cycle.with_rider",
+}
+STANDING_ATTRIBUTES: dict[str, str] = {"pedestrian": "pedestrian.standing", "bus": "vehicle.stopped"}
 EVAL_CONFIG = "detection_cvpr_2019"
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
@@ -53,6 +60,18 @@ DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use
 
 # ----------------------------------------------------------------------------------------------------
 # predictions -> results
+
+def attribute_for(name: str, vx: float, vy: float) -> str:
+    """The attribute of a box of class `name` with velocity (vx, vy) (m/s, any frame), by mmdet3d's
+    result formatting: above MOVING_SPEED vehicles are moving, cycles have a rider and pedestrians keep
+    their default (moving); otherwise pedestrians stand, buses are stopped and the rest keep their
+    default (parked vehicles, cycles without rider). Barriers and cones have none ('')."""
+    if name not in DEFAULT_ATTRIBUTES:
+        raise ValueError(f"unknown class {name!r}")
+    if math.hypot(vx, vy) > MOVING_SPEED:
+        return MOVING_ATTRIBUTES.get(name, DEFAULT_ATTRIBUTES[name])
+    return STANDING_ATTRIBUTES.get(name, DEFAULT_ATTRIBUTES[name])
+
 
 def _quaternion_wxyz(R: np.ndarray) -> list[float]:
     from pyquaternion import Quaternion
@@ -86,7 +105,7 @@ def detections_to_boxes(token: str, det: Detections, ego_to_global: np.ndarray,
             "velocity": [float(vel[0]), float(vel[1])],
             "detection_name": name,
             "detection_score": float(score),
-            "attribute_name": DEFAULT_ATTRIBUTES[name],
+            "attribute_name": attribute_for(name, float(vx), float(vy)),
         })
     return out
 
@@ -277,7 +296,8 @@ def evaluate_boxes(gt: Mapping[str, Detections], preds: Mapping[str, Detections]
     """nuScenes metrics without a dataroot. gt and preds: Detections in each sample's ego frame, keyed
     by the same sample tokens (a sample with no predictions maps to empty Detections). gt_num_pts: per
     sample, LiDAR(+radar) points in each gt box; boxes with 0 are ignored as in the devkit. Attributes
-    are the per-class defaults on both sides (so mAAE is 0)."""
+    follow `attribute_for` on both sides (so mAAE measures how often the speed falls on the other side
+    of MOVING_SPEED)."""
     missing = sorted(set(gt) - set(preds))
     extra = sorted(set(preds) - set(gt))
     if missing or extra:

@@ -92,8 +92,11 @@ class Detector:
                              f"({', '.join(self.config.model.camera_names)})")
 
     def image_augs(self, frame: Frame) -> np.ndarray:
-        """N x 4 x 4 test-time image-augmentation matrices for the frame's raw image sizes."""
-        return np.stack([inference_image_aug(c.image_size, self.config.geometry)[0] for c in frame.calibrations])
+        """N x 4 x 4 test-time image-augmentation matrices for the frame's cameras (image size and
+        principal point; a HorizonWarning names a camera whose horizon the crop cannot show)."""
+        g = self.config.geometry
+        return np.stack([inference_image_aug(c.image_size, g, c.K, c.cam_to_ego, f"camera {c.name!r}")[0]
+                         for c in frame.calibrations])
 
     def plan_for(self, frame: Frame, img_aug: np.ndarray) -> BEVPoolPlan:
         """The view-transform plan of the frame's calibration and camera mask (cached per calibration)."""

@@ -1,11 +1,12 @@
 """Camera images (uint8 H x W x 3 RGB) -> the student's normalised input tensor, on the device.
 
 The geometric transform of each image is its 4x4 `img_aug` matrix (geometry.image_aug_matrix): the
-2D affine u' = A u + t in [:2, :2] and [:2, 3]. Pixel coordinates are continuous with pixel (row i,
-col j) covering [j, j+1) x [i, i+1) (its centre at (j + 0.5, i + 0.5)), the convention in which
-image_aug_matrix's flip (u' = w - u) and rotation about (w/2, h/2) are exact. The transform is done as
+2D affine u' = A u + t in [:2, :2] and [:2, 3], in the OpenCV pixel convention of core/geometry.py
+(pixel (row i, col j) centred at (j, i)). Internally the warp works in continuous coordinates
+c = u + 1/2 (pixel (i, j) covering [j, j+1) x [i, i+1)), where resizing is exactly c' = s c and the
+matrix becomes c' = A c + t + (1 - A 1) / 2. The transform is done as
   1. resize by the matrix's scale (column norms of A) with antialiased bilinear `F.interpolate`, which
-     maps continuous coordinates exactly by u' = s u (rounded to whole grey levels, as PIL would);
+     maps continuous coordinates exactly by c' = s c (rounded to whole grey levels, as PIL would);
   2. the residual affine (crop, flip, rotation) exactly: by integer indexing when it is a unit-scale
      axis-aligned map with whole-pixel translation (the test-time transform, and flips), otherwise by
      bilinear `grid_sample` of the residual affine. Pixels from outside the image are black (0).
@@ -151,14 +152,18 @@ def preprocess_images(
         groups.setdefault((im.shape[0], im.shape[1], *s), []).append(i)
     outputs: list[Tensor | None] = [None] * len(imgs)
     use_uint8 = device.type == "cpu" if uint8_kernel is None else uint8_kernel
-    for (_, _, sx, sy), idx in groups.items():
+    for (h, w, sx, sy), idx in groups.items():
+        if int(h * sy * (1.0 + 1e-10)) < 1 or int(w * sx * (1.0 + 1e-10)) < 1:
+            raise ValueError(f"camera {idx[0]} field img_aug: scales the {w}x{h} image by ({sx:.3g}, {sy:.3g}), "
+                             f"to less than one pixel")
         raw = torch.stack([torch.from_numpy(np.ascontiguousarray(imgs[i])) if isinstance(imgs[i], np.ndarray)
                            else imgs[i] for i in idx])
         resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=use_uint8)
         residuals: dict[bytes, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         for k, i in enumerate(idx):
-            A = augs[i][:2, :2] @ np.diag([1.0 / sx, 1.0 / sy])
-            t = augs[i][:2, 3]
+            A_full, t_full = augs[i][:2, :2], augs[i][:2, 3]
+            A = A_full @ np.diag([1.0 / sx, 1.0 / sy])
+            t = t_full + 0.5 * (1.0 - A_full.sum(axis=1))  # OpenCV -> continuous coordinates
             key = np.round(np.concatenate([A.ravel(), t]), 9).tobytes()
             residuals.setdefault(key, (A, t, []))[2].append(k)
         for A, t, ks in residuals.values():

@@ -2,8 +2,9 @@
 
 It depends only on calibration, image augmentation and geometry, so at inference it is computed once
 per calibration and cached by a hash of it (NVIDIA CUDA-BEVFusion's geometry update, BEVPoolv2's
-precomputed ranks); during training it is rebuilt per batch (cheap, vectorised). BEV pooling is then
-a scatter-add over these indices (core/model/view_transform.py).
+precomputed ranks); during training it is rebuilt per sample (each sample's cam_to_ego holds its own
+ego motion): one multiply-add per point and axis, no sort (docs/benchmarks.md has the timings). BEV
+pooling is then a scatter-add over these indices (core/model/view_transform.py).
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ import torch
 from torch import Tensor
 
 from simdistill_ros.core.config import GeometryConfig
-from simdistill_ros.core.geometry import bev_cell_index, frustum, lift_to_ego
+from simdistill_ros.core.geometry import frustum
 
 
 @dataclass(frozen=True)
 class BEVPoolPlan:
     """Precomputed indices for sum-pooling lifted camera features into the BEV grid.
 
-    For each of P valid frustum points (sorted by BEV cell):
+    For each of P valid frustum points (in (b, n, d, h, w) order, or by BEV cell if built sorted):
       depth_index: flat index into depth probabilities of shape B x N x D x fH x fW;
       pixel_index: flat index into image features of shape B x N x fH x fW;
       cell_index:  flat index into the BEV grid of shape B x ny x nx.
@@ -52,30 +53,68 @@ def build_bev_pool_plan(
     img_aug_bn44: Tensor,
     bev_aug_b44: Tensor | None = None,
     camera_valid_bn: Tensor | None = None,
+    sort_by_cell: bool = False,
 ) -> BEVPoolPlan:
     """Lift every frustum point, keep those inside the BEV volume (and of valid cameras), and index them.
 
-    Lifting is done in float64 so the plan does not depend on the device's float rounding.
+    Every frustum point of camera n is origin_n + depth * ray_n(pixel), with the ray of a feature-cell
+    centre through the inverse image augmentation, K^-1, cam_to_ego and bev_aug composed into one 3x3
+    map per camera (geometry.lift_to_ego gives the same points). So the BEV cell coordinates are
+    depth * a + b per axis, with a and b per (camera, pixel): one multiply-add per point and axis.
+    Done in float64 so the plan does not depend on the device's float rounding. Points come in
+    (b, n, d, h, w) order; sort_by_cell orders them by BEV cell (nothing in the pooling needs it).
     """
     B, N = K_bn33.shape[:2]
     D = geometry.num_depth_bins
     fh, fw = geometry.feature_size
     ny, nx = geometry.bev_size
+    res = geometry.bev_resolution
     f64 = torch.float64
     device = K_bn33.device
-    pts = lift_to_ego(frustum(geometry, f64, device), K_bn33.to(f64), cam_to_ego_bn44.to(f64), img_aug_bn44.to(f64),
-                      None if bev_aug_b44 is None else bev_aug_b44.to(f64))
-    cell, inside = bev_cell_index(pts, geometry)  # B x N x D x fH x fW
+    # pixel (u, v, 1) of every feature-cell centre in the network input, and its ray in the ego frame
+    uv1 = frustum(geometry, f64, device)[0].reshape(-1, 3).clone()
+    uv1[:, 2] = 1.0
+    aug = img_aug_bn44.to(f64)
+    A_inv = torch.linalg.inv(aug[..., :2, :2])
+    undo_aug = torch.zeros(B, N, 3, 3, dtype=f64, device=device)
+    undo_aug[..., :2, :2] = A_inv
+    undo_aug[..., :2, 2] = -(A_inv @ aug[..., :2, 3:4])[..., 0]
+    undo_aug[..., 2, 2] = 1.0
+    T = cam_to_ego_bn44.to(f64)
+    to_ego = T[..., :3, :3] @ torch.linalg.solve(K_bn33.to(f64), undo_aug)  # raw network pixel -> ego ray
+    origin = T[..., :3, 3]
+    if bev_aug_b44 is not None:
+        bev = bev_aug_b44.to(f64)
+        to_ego = bev[:, None, :3, :3] @ to_ego
+        origin = (bev[:, None, :3, :3] @ origin[..., None])[..., 0] + bev[:, None, :3, 3]
+    rays = uv1 @ to_ego.transpose(-1, -2)  # B x N x HW x 3
+    depths = (geometry.depth_min + geometry.depth_step * torch.arange(D, dtype=f64, device=device))[:, None]
+    lo = (geometry.x_range[0], geometry.y_range[0])
+
+    def coordinate(axis: int, scale: float, offset: float) -> Tensor:
+        """(origin + depth * ray)[axis] * scale - offset for every point: B x N x D x HW."""
+        a = rays[..., axis] * scale
+        b = origin[..., axis] * scale - offset
+        return depths * a[:, :, None] + b[:, :, None, None]
+
+    col = coordinate(0, 1.0 / res, lo[0] / res)
+    row = coordinate(1, 1.0 / res, lo[1] / res)
+    z = coordinate(2, 1.0, 0.0)
+    inside = (col >= 0) & (col < nx) & (row >= 0) & (row < ny) & (z >= geometry.z_range[0]) & (z < geometry.z_range[1])
     if camera_valid_bn is not None:
-        inside = inside & camera_valid_bn.to(device=device, dtype=torch.bool)[:, :, None, None, None]
+        inside &= camera_valid_bn.to(device=device, dtype=torch.bool)[:, :, None, None]
     depth_index = torch.nonzero(inside.reshape(-1), as_tuple=False).squeeze(1)
-    b = depth_index // (N * D * fh * fw)
-    n = (depth_index // (D * fh * fw)) % N
-    hw = depth_index % (fh * fw)
-    pixel_index = (b * N + n) * (fh * fw) + hw
-    cell_index = b * (ny * nx) + cell.reshape(-1)[depth_index]
-    order = torch.argsort(cell_index, stable=True)
-    return BEVPoolPlan(depth_index[order], pixel_index[order], cell_index[order], B, N, (ny, nx))
+    # the pixel and the batch's grid offset of every point by broadcasting (cheaper than dividing indices)
+    bn = torch.arange(B * N, device=device).reshape(B, N, 1, 1)
+    pixel_all = (bn * (fh * fw) + torch.arange(fh * fw, device=device)).expand(B, N, D, fh * fw)
+    pixel_index = pixel_all.reshape(-1)[depth_index]
+    # truncation is floor here: inside the grid both coordinates are >= 0
+    cell_all = row.long() * nx + col.long() + (bn // N) * (ny * nx)
+    cell_index = cell_all.reshape(-1)[depth_index]
+    if sort_by_cell:
+        order = torch.argsort(cell_index, stable=True)
+        depth_index, pixel_index, cell_index = depth_index[order], pixel_index[order], cell_index[order]
+    return BEVPoolPlan(depth_index, pixel_index, cell_index, B, N, (ny, nx))
 
 
 def plan_key(geometry: GeometryConfig, K_n33: np.ndarray, cam_to_ego_n44: np.ndarray, img_aug_n44: np.ndarray,

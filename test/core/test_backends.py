@@ -161,7 +161,7 @@ def test_device_path_preprocessing_equals_cpu_path(small_config: DetectorConfig,
     assert torch.equal(one_by_one, cpu)
     flipped = augs.copy()
     flipped[2] = np.diag([-1.0, 1.0, 1.0, 1.0]) @ flipped[2]
-    flipped[2][0, 3] += g.image_size[1]
+    flipped[2][0, 3] += g.image_size[1] - 1  # OpenCV pixel centres: a W-pixel row flips by u' = (W - 1) - u
     mixed, _ = preprocess_images(imgs, g, img_aug=flipped)
     assert torch.equal(mixed[:, 2], cpu[:, 2].flip(-1))
     assert torch.equal(mixed[:, [0, 1, 3, 4, 5]], cpu[:, [0, 1, 3, 4, 5]])

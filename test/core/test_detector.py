@@ -124,3 +124,29 @@ def test_frame_flags_and_stamp_are_checked(random_frame: Frame) -> None:
 def test_fp16_on_cpu_is_refused(small_config: DetectorConfig) -> None:
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         _detector(small_config, precision="fp16")
+
+
+def test_detector_crops_by_principal_point_and_names_a_camera_without_horizon(small_config: DetectorConfig) -> None:
+    """image_augs follows each camera's principal point (a 4:3 camera gets a crop that shows its horizon)
+    and warns, naming the camera, when a camera's horizon is outside the network input."""
+    import math
+
+    from simdistill_ros.core.geometry import HorizonWarning, inference_image_aug, principal_row_band
+    from simdistill_ros.core.rig import nuscenes_like_rig
+
+    det = _detector(small_config)
+    calibs = list(nuscenes_like_rig(small_config.model.camera_names))
+    K43 = np.array([[768.0, 0, 639.5], [0, 768.0, 479.5], [0, 0, 1]])
+    calibs[0] = CameraCalibration(calibs[0].name, K43, calibs[0].cam_to_ego, (960, 1280))
+    a = math.radians(35.0)  # the second camera pitched 35 deg down: no crop shows its horizon
+    Ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])  # nose down
+    O = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])  # optical -> body
+    T = calibs[1].cam_to_ego.copy()
+    T[:3, :3] = T[:3, :3] @ O.T @ Ry @ O  # pitched about the camera's own horizontal axis
+    calibs[1] = CameraCalibration(calibs[1].name, calibs[1].K, T, calibs[1].image_size)
+    images = tuple(np.zeros((*c.image_size, 3), np.uint8) for c in calibs)
+    with pytest.warns(HorizonWarning, match=f"camera '{calibs[1].name}'.*no crop can show it"):
+        augs = det.image_augs(Frame(images, tuple(calibs)))
+    np.testing.assert_allclose(augs[0], inference_image_aug((960, 1280), small_config.geometry, K43)[0])
+    lo, hi = principal_row_band(small_config.geometry)
+    assert lo - 0.5 <= (augs[0] @ [639.5, 479.5, 1.0, 1.0])[1] <= hi + 0.5

@@ -14,7 +14,7 @@ from simdistill_ros.core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, 
 
 MEAN = np.array(IMAGENET_MEAN_RGB)[:, None, None]
 STD = np.array(IMAGENET_STD_RGB)[:, None, None]
-DOT = 2  # dots are 5 x 5 pixels: rows/cols r-2..r+2, centre (c + 0.5, r + 0.5) in continuous coordinates
+DOT = 2  # dots are 5 x 5 pixels: rows/cols r-2..r+2, centre (c, r) in OpenCV's pixel convention
 
 
 @pytest.fixture
@@ -25,12 +25,12 @@ def geometry() -> GeometryConfig:
 def _dotted(rng: np.random.Generator, aug: np.ndarray, raw_hw: tuple[int, int], out_hw: tuple[int, int],
             n: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """A black raw image with n bright dots whose images under `aug` lie inside the output, spaced apart.
-    Returns (image, expected continuous output positions n x 2)."""
+    Returns (image, expected output positions n x 2, OpenCV convention)."""
     img = np.zeros((*raw_hw, 3), dtype=np.uint8)
     want: list[np.ndarray] = []
     while len(want) < n:
         r, c = int(rng.integers(DOT, raw_hw[0] - DOT)), int(rng.integers(DOT, raw_hw[1] - DOT))
-        uv = aug[:2, :2] @ np.array([c + 0.5, r + 0.5]) + aug[:2, 3]
+        uv = aug[:2, :2] @ np.array([c, r]) + aug[:2, 3]
         if not (8 <= uv[0] <= out_hw[1] - 8 and 8 <= uv[1] <= out_hw[0] - 8):
             continue
         if any(np.abs(uv - w).max() < 16 for w in want):
@@ -41,14 +41,15 @@ def _dotted(rng: np.random.Generator, aug: np.ndarray, raw_hw: tuple[int, int], 
 
 
 def _centroids(out_chw: np.ndarray, want: np.ndarray, half: int = 6) -> np.ndarray:
-    """Intensity centroids (continuous coordinates) of the output around each expected position."""
+    """Intensity centroids (OpenCV convention: pixel (i, j) at (j, i)) of the output around each expected
+    position."""
     inten = (out_chw * STD + MEAN).mean(0)
     got = []
     for u, v in want:
-        c0, r0 = int(u) - half, int(v) - half
+        c0, r0 = int(round(u)) - half, int(round(v)) - half
         win = np.clip(inten[r0:r0 + 2 * half, c0:c0 + 2 * half], 0, None)
         rr, cc = np.mgrid[r0:r0 + 2 * half, c0:c0 + 2 * half]
-        got.append([((cc + 0.5) * win).sum() / win.sum(), ((rr + 0.5) * win).sum() / win.sum()])
+        got.append([(cc * win).sum() / win.sum(), (rr * win).sum() / win.sum()])
     return np.array(got)
 
 
@@ -148,3 +149,9 @@ def test_bad_input_names_camera_and_field(geometry: GeometryConfig) -> None:
         preprocess_images([ok, ok], geometry, "cpu", img_aug=[aug])
     with pytest.raises(ValueError, match="at least one"):
         preprocess_images([], geometry, "cpu")
+    with pytest.raises(ValueError, match="camera 0 field img_aug: scales the 1600x2 image .* less than one pixel"):
+        preprocess_images([np.zeros((2, 1600, 3), np.uint8)], geometry, "cpu",
+                          img_aug=[image_aug_matrix((0.3, 0.3), (0, 0), (704, 256))])
+    # smaller than the network input in both directions: upscaled and padded, not an error
+    tiny, _ = preprocess_images([np.full((3, 5, 3), 90, np.uint8)], geometry, "cpu")
+    assert tiny.shape == (1, 1, 3, 256, 704) and bool(torch.isfinite(tiny).all())

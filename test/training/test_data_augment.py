@@ -115,17 +115,17 @@ def test_image_warp_follows_matrix() -> None:
     rng = np.random.default_rng(3)
     for _ in range(3):
         img = np.zeros((900, 1600, 3), np.uint8)
-        img[600:608, 700:708] = 255  # centre at continuous (704, 604)
+        img[600:608, 700:708] = 255  # centre at (703.5, 603.5), OpenCV convention
         aug = sample_image_aug((900, 1600), geometry, ImageAugConfig(flip_prob=0.5), rng)
         out, _ = preprocess_images([img], geometry, "cpu", img_aug=[aug])
         heat = out[0, 0, 0].numpy()
         i, j = np.unravel_index(np.argmax(heat), heat.shape)
-        want = aug[:2, :2] @ np.array([704.0, 604.0]) + aug[:2, 3]
-        assert abs(j + 0.5 - want[0]) <= 2.0 and abs(i + 0.5 - want[1]) <= 2.0
-    # test time: the paper's 0.48 resize and rows 176..432 for 900x1600
+        want = aug[:2, :2] @ np.array([703.5, 603.5]) + aug[:2, 3]
+        assert abs(j - want[0]) <= 2.0 and abs(i - want[1]) <= 2.0
+    # test time: the paper's 0.48 resize and rows 176..432 for 900x1600 (OpenCV: u' = 0.48 u - 0.26 - crop)
     aug = eval_image_aug((900, 1600), geometry)
     np.testing.assert_allclose(aug[:2, :2], np.eye(2) * 0.48)
-    np.testing.assert_allclose(aug[:2, 3], [-32.0, -176.0])
+    np.testing.assert_allclose(aug[:2, 3], [-32.26, -176.26])
 
 
 def _train_scales(raw_hw: tuple[int, int], geometry: GeometryConfig, n: int = 400) -> np.ndarray:

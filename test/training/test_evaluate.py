@@ -193,3 +193,23 @@ def test_default_attributes_are_mmdet3d_defaults() -> None:
         "truck": "vehicle.parked", "bus": "vehicle.moving", "motorcycle": "cycle.without_rider",
         "construction_vehicle": "vehicle.parked", "bicycle": "cycle.without_rider", "barrier": "",
         "traffic_cone": ""}
+
+
+def test_attribute_rule_is_mmdet3ds() -> None:
+    """method.md section 8 / mmdet3d's output formatting, hand-written cases: moving above 0.2 m/s."""
+    cases = [("car", 0.0, 0.0, "vehicle.parked"), ("car", 0.15, 0.15, "vehicle.moving"),  # |v| = 0.212
+             ("car", 0.14, 0.14, "vehicle.parked"), ("bus", 3.0, 0.0, "vehicle.moving"),
+             ("bus", 0.1, 0.0, "vehicle.stopped"), ("truck", 0.0, -1.0, "vehicle.moving"),
+             ("trailer", 0.0, 0.0, "vehicle.parked"), ("construction_vehicle", 0.0, 0.1, "vehicle.parked"),
+             ("bicycle", 2.0, 0.0, "cycle.with_rider"), ("motorcycle", 0.0, 0.0, "cycle.without_rider"),
+             ("pedestrian", 1.2, 0.3, "pedestrian.moving"), ("pedestrian", 0.0, 0.05, "pedestrian.standing"),
+             ("barrier", 5.0, 0.0, ""), ("traffic_cone", 0.0, 0.0, "")]
+    for name, vx, vy, want in cases:
+        assert ev.attribute_for(name, vx, vy) == want, (name, vx, vy)
+    boxes9 = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.0, 0.0, 3.0], [5.0, 1.0, 0.5, 0.7, 0.7, 1.8, 0.0, 0.0, 0.0]])
+    det = Detections(boxes9, np.array([0.9, 0.8]), [CLASS_NAMES.index("bus"), CLASS_NAMES.index("pedestrian")],
+                     CLASS_NAMES)
+    boxes = ev.detections_to_boxes("tok", det, np.eye(4))
+    assert [b["attribute_name"] for b in boxes] == ["vehicle.moving", "pedestrian.standing"]
+    with pytest.raises(ValueError, match="unknown class 'spaceship'"):
+        ev.attribute_for("spaceship", 0.0, 0.0)

@@ -162,7 +162,7 @@ def test_lidar_points_in_box_project_onto_the_rendered_object(nusc: NuScenes) ->
                 p = Quaternion(cs["rotation"]).rotation_matrix.T @ (p - np.array(cs["translation"])[:, None])
                 front = p[2] > 1.0
                 uv = view_points(p[:, front], np.array(cs["camera_intrinsic"]), normalize=True)
-                u, v = np.floor(uv[0]).astype(int), np.floor(uv[1]).astype(int)
+                u, v = np.rint(uv[0]).astype(int), np.rint(uv[1]).astype(int)  # OpenCV: centres at integers
                 ok = (u >= 0) & (u < SIZE[1]) & (v >= 0) & (v < SIZE[0])
                 ids = frame.object_id[v[ok], u[ok]]
                 hits += int((ids == obj).sum())
@@ -273,3 +273,140 @@ def test_jpeg_encoding_failure_is_an_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(gm.cv2, "imencode", lambda *a: (False, None))
     with pytest.raises(RuntimeError, match="JPEG encoding"):
         gm.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+
+
+def _pitch_roll(R: np.ndarray) -> tuple[float, float]:
+    """Pitch and roll (rad) of a Rz Ry Rx body rotation, by hand."""
+    return float(np.arcsin(-R[2, 0])), float(np.arctan2(R[2, 1], R[2, 2]))
+
+
+def test_world_makes_monocular_depth_ambiguous() -> None:
+    """Over 24 scenes (no rendering): the ego body pitches and rolls about +-1 deg and changes between
+    key frames; the ground 30 m ahead leaves the plane under the ego by decimetres; objects stand on the
+    ground; sizes spread per class as CLASS_SIZE_CV says; the rarer classes have no fixed place; ego-lane
+    traffic never comes near the ego."""
+    from training.data.synth.world import (BOX_BOTTOM, CLASS_SIZE_CV, CLASS_SPECS, CURB, CURB_HEIGHT, EGO_BODY,
+                                           EGO_CLEARANCE, LANES)
+
+    pitch, roll, step_change, off_plane, sizes = [], [], [], [], {}
+    bus_rel, bus_lat = [], []
+    for index in range(24):
+        world = make_world(7, index, 9.5)
+        for k in range(20):
+            ego, R = world.ego_pose(0.5 * k)
+            p, r = _pitch_roll(R)
+            pitch.append(p)
+            roll.append(r)
+            if k:
+                step_change.append(abs(p - pitch[-2]))
+            # the ground 30 m ahead of the ego, against the plane of the ego body's x-y axes
+            s_ego = world.ego_s0 + world.ego_speed * 0.5 * k
+            x, y = world.road.point(np.array(s_ego + 30.0), np.array(world.ego_lateral))
+            z = world.terrain.height(np.array(s_ego + 30.0), np.array(world.ego_lateral))
+            off_plane.append(abs(float(R[:, 2] @ (np.array([float(x), float(y), float(z)]) - ego))))
+        centre, _, _ = world.object_state(3.0)
+        s = world.s0 + world.speed * 3.0
+        np.testing.assert_allclose(centre[:, 2] - world.size_wlh[:, 2] / 2 - BOX_BOTTOM,
+                                   world.terrain.height(s, world.lateral), atol=1e-9)
+        for cls, cat, size in zip(world.classes, world.categories, world.size_wlh):
+            if cls in CLASS_SIZE_CV and cat == CLASS_SPECS[cls][0]:  # children are a category of their own
+                sizes.setdefault(cls, []).append(size)
+        mid = world.ego_speed * 9.5 / 2
+        for o in np.flatnonzero(np.array(world.classes) == "bus"):
+            bus_rel.append(world.s0[o] + world.speed[o] * 4.75 - mid)
+            bus_lat.append(round(float(world.lateral[o]), 0))
+        ego_lane = np.flatnonzero(np.abs(world.lateral + LANES[0]) < 0.5)
+        for t in np.linspace(0.0, 9.5, 39):
+            rel = world.s0[ego_lane] + world.speed[ego_lane] * t - (world.ego_speed * t + sum(EGO_BODY) / 2)
+            gap = world.size_wlh[ego_lane, 1] / 2 + (EGO_BODY[1] - EGO_BODY[0]) / 2 + EGO_CLEARANCE
+            assert np.all(np.abs(rel) >= gap - 1e-9), f"scene {index}: ego-lane traffic reaches the ego at {t} s"
+        assert world.terrain.height(np.array(0.0), np.array(CURB + 1.0)) - world.terrain.height(
+            np.array(0.0), np.array(CURB - 1e-3)) == pytest.approx(CURB_HEIGHT, abs=1e-4)
+    pitch_deg, roll_deg = np.degrees(pitch), np.degrees(roll)
+    assert 0.3 < pitch_deg.std() < 1.5 and np.abs(pitch_deg).max() < 4.0, pitch_deg.std()
+    assert 0.15 < roll_deg.std() < 1.5 and np.abs(roll_deg).max() < 3.0, roll_deg.std()
+    assert np.median(np.degrees(step_change)) > 0.1  # the jitter changes from key frame to key frame
+    assert np.median(off_plane) > 0.05 and np.percentile(off_plane, 90) > 0.2, np.percentile(off_plane, [50, 90])
+    for cls, values in sizes.items():
+        arr = np.array(values)
+        if len(arr) < 30:
+            continue
+        cv = arr.std(0) / arr.mean(0)
+        np.testing.assert_allclose(cv, CLASS_SIZE_CV[cls], rtol=0.35, err_msg=cls)
+    assert min(max(CLASS_SIZE_CV[c]) for c in CLASS_SIZE_CV) >= 0.1  # every class spreads >= 10 % somewhere
+    assert len(bus_rel) >= 24 and np.std(bus_rel) > 20.0 and len(set(bus_lat)) >= 3, (np.std(bus_rel), set(bus_lat))
+
+
+def test_annotation_follows_what_the_sensors_saw() -> None:
+    """tables.annotation_mask: annotated where seen (LiDAR points, or enough camera pixels) and through
+    occlusions between the first and last sighting; never when unseen all scene or out of range."""
+    from training.data.synth.tables import SampleStats, annotation_mask, candidates, min_visible_pixels
+    from training.data.synth.world import make_timeline
+
+    world = make_world(3, 0, 2.0)
+    tl = make_timeline(3, 0, 5, 0, [c.offset_us for c in rig.CAMERAS])
+    size = (900, 1600)
+    cand = [set(candidates(world, tl.seconds(us)).tolist()) for us in tl.keys]
+    always = sorted(set.intersection(*cand))
+    a, b, c, d = always[:4]
+    n = world.num_objects
+    lidar, vis = np.zeros((5, n), np.int64), np.zeros((5, n), np.int64)
+    lidar[0, a], lidar[3, a] = 5, 2  # a: LiDAR at key frames 0 and 3, occluded in between
+    vis[2, b] = min_visible_pixels(size)  # b: only a camera sees it, once
+    vis[2, c] = min_visible_pixels(size) - 1  # c: too few pixels
+    stats = {(0, k): SampleStats(0, k, np.zeros(n, np.int64), vis[k], lidar[k]) for k in range(5)}
+    mask = annotation_mask(world, tl, stats, 0, size)
+    assert mask[:, a].tolist() == [True, True, True, True, False]
+    assert mask[:, b].tolist() == [False, False, True, False, False]
+    assert not mask[:, c].any() and not mask[:, d].any()
+    assert min_visible_pixels((90, 160)) == 1
+    outside = [o for o in range(n) if o not in set.union(*cand)]
+    lidar[:, outside] = 9  # seen but out of range or of no detection class: never annotated
+    mask = annotation_mask(world, tl, {(0, k): SampleStats(0, k, np.zeros(n, np.int64), vis[k], lidar[k])
+                                       for k in range(5)}, 0, size)
+    assert not mask[:, outside].any()
+
+
+def test_renderer_pixel_centres_follow_opencv_convention() -> None:
+    """A single box in front of CAM_FRONT: exactly the pixels whose centres (j, i) lie inside the box's
+    projected outline (corners projected with K by hand, outline from shapely) show the object; a
+    half-pixel offset of the rays would flip a band of pixels along every edge."""
+    import dataclasses
+
+    import shapely
+    from shapely.geometry import MultiPoint
+
+    from training.data.synth.render import box_corners, object_parts, sensor_pose
+
+    world = make_world(4, 0, 1.0)
+    ego, _ = world.ego_pose(0.5)
+    bus = int(np.flatnonzero(np.array(world.kinds) == "block")[0])
+    keep = slice(bus, bus + 1)
+    arrays = {f.name: getattr(world, f.name)[keep] for f in dataclasses.fields(world)
+              if isinstance(getattr(world, f.name), np.ndarray)}
+    tuples = {name: (getattr(world, name)[bus],) for name in ("classes", "kinds", "categories", "attributes")}
+    one = dataclasses.replace(world, **arrays, **tuples)
+    # put it ~20 m ahead of the ego, in the next lane, standing still
+    s_ego = world.ego_s0 + world.ego_speed * 0.5
+    one = dataclasses.replace(one, s0=np.array([s_ego + 22.0]), lateral=np.array([world.ego_lateral + 3.6]),
+                              speed=np.array([0.0]), yaw_offset=np.array([0.3]))
+    cam = rig.CAMERAS[0]
+    size = (90, 160)
+    frame = render_camera(one, 0.5, cam, size)
+    origin, rot = sensor_pose(one, 0.5, cam.translation, rig.camera_to_ego(cam))
+    pc, half, yaw = object_parts(one, 0.5)
+    corners = box_corners(pc[:, 0], half[:, 0], yaw)[0]  # the single part of a block
+    cam_pts = (corners - origin) @ rot
+    assert (cam_pts[:, 2] > 1.0).all()
+    K = rig.intrinsics(cam, size)
+    uv = cam_pts @ K.T
+    outline = MultiPoint([tuple(p) for p in uv[:, :2] / uv[:, 2:]]).convex_hull
+    jj, ii = np.meshgrid(np.arange(size[1]), np.arange(size[0]))
+    centres = shapely.points(jj.ravel(), ii.ravel())
+    clear = shapely.distance(outline.exterior, centres) >= 0.02  # a centre on the outline may go either way
+    within = shapely.contains(outline, centres)
+    ids = frame.object_id.ravel()
+    np.testing.assert_array_equal(ids[clear & within], 0)
+    np.testing.assert_array_equal(ids[clear & ~within], -1)
+    inside, outside = int((clear & within).sum()), int((clear & ~within).sum())
+    assert inside > 200 and outside > 200

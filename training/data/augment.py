@@ -6,7 +6,8 @@ input pixel).
 BEV augmentation: rotation about z, isotropic scale and x/y flips as one `bev_aug` matrix mapping ego
 points to the augmented ego frame. It is applied to points and boxes here and handed to the view
 transform, which applies it after cam_to_ego (cam_to_ego itself is never modified).
-Test time: `inference_image_aug` (deterministic resize + centred bottom crop) and identity `bev_aug`.
+Test time: `inference_image_aug` (deterministic resize + centred crop that keeps the principal point on
+its nuScenes rows; bottom-aligned for 1600x900) and identity `bev_aug`.
 Images are warped by simdistill_ros.core.preprocess.preprocess_images, the same code as at inference.
 """
 from __future__ import annotations
@@ -84,9 +85,11 @@ def sample_image_aug(raw_size_hw: tuple[int, int], geometry: GeometryConfig, cfg
     return image_aug_matrix((resize, resize), (crop_x, crop_y), (out_w, out_h), flip=flip, rotate_deg=rotate)
 
 
-def eval_image_aug(raw_size_hw: tuple[int, int], geometry: GeometryConfig) -> np.ndarray:
-    """The deterministic test-time img_aug (core.geometry.inference_image_aug)."""
-    return inference_image_aug(raw_size_hw, geometry)[0]
+def eval_image_aug(raw_size_hw: tuple[int, int], geometry: GeometryConfig, K: np.ndarray | None = None,
+                   cam_to_ego: np.ndarray | None = None, camera: str = "camera") -> np.ndarray:
+    """The deterministic test-time img_aug (core.geometry.inference_image_aug, the Detector's): the crop
+    follows the principal point of K when given."""
+    return inference_image_aug(raw_size_hw, geometry, K, cam_to_ego, camera)[0]
 
 
 def bev_aug_matrix(rotate_rad: float = 0.0, scale: float = 1.0, flip_x: bool = False, flip_y: bool = False) -> np.ndarray:

@@ -95,7 +95,8 @@ class CameraDetectionDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         raw = [read_image(cam.image_path) for cam in info.cameras]
         if self.image_aug is None:
-            augs = [eval_image_aug(im.shape[:2], self.geometry) for im in raw]
+            augs = [eval_image_aug(im.shape[:2], self.geometry, cam.K, cam.cam_to_ego, f"camera {cam.name!r}")
+                    for im, cam in zip(raw, info.cameras)]
         else:
             augs = [sample_image_aug(im.shape[:2], self.geometry, self.image_aug, rng) for im in raw]
         images, img_aug = preprocess_images(raw, self.geometry, "cpu", img_aug=augs)

@@ -13,6 +13,14 @@ to ONNX (Gather, Mul, ScatterElements(add)) with a dynamic number of points P. F
 `bev_pool` uses an autograd Function that saves only its inputs and recomputes the chunks in backward,
 so no P x C activation is kept for the backward pass either.
 
+Precision (mixed precision training and fp16 inference): depth probabilities and context may have
+different floating dtypes (CUDA autocast keeps softmax in fp32 and gives fp16 context). Gathered
+values are cast to the accumulation dtype (fp32, or fp64 when an input is fp64) before the product and
+the scatter-add, in forward and in the recomputing backward, because one BEV cell sums hundreds of
+points and fp16/bf16 sums lose digits (bf16 keeps 8 bits). The pooled map has the promoted input dtype;
+each gradient has its input's dtype. Depth gradients are added per index (`index_add_`), so the
+backward is right for any index tensors, repeated depth indices included.
+
 Sizes for the r50 preset (6 cameras, 118 bins, 32 x 88 features, C = 80, P = 1.68 M valid of 1.99 M
 frustum points, fp32): the full volume is 608 MiB, the gathered P x C matrix 513 MiB, one 8-channel
 chunk 51 MiB (gathered, plus as much for its product). `simdistill bench --preset r50` times this
@@ -31,47 +39,90 @@ from simdistill_ros.core.view_plan import BEVPoolPlan
 DEFAULT_CHANNEL_CHUNK = 8
 
 
+def accumulation_dtype(depth_dtype: torch.dtype, context_dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are accumulated in: float64 if either input is float64, else float32 (so fp16 and
+    bf16 inputs, e.g. under autocast, accumulate in fp32)."""
+    return torch.float64 if torch.float64 in (depth_dtype, context_dtype) else torch.float32
+
+
+def _check_inputs(depth: Tensor, context: Tensor, depth_index: Tensor, pixel_index: Tensor, cell_index: Tensor,
+                  bev_size: tuple[int, int], channel_chunk: int) -> None:
+    """ValueError naming the argument when pooling inputs do not fit together (dtype, device, rank, shape)."""
+    for name, t in (("depth_probs_bndhw", depth), ("context_bnchw", context)):
+        if not t.is_floating_point():
+            raise ValueError(f"bev_pool: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.dim() != 5:
+            raise ValueError(f"bev_pool: {name} must have 5 dimensions, got shape {tuple(t.shape)}")
+    if depth.device != context.device:
+        raise ValueError(f"bev_pool: depth_probs_bndhw is on {depth.device}, context_bnchw on {context.device}")
+    if depth.shape[:2] != context.shape[:2] or depth.shape[3:] != context.shape[3:]:
+        raise ValueError(f"bev_pool: depth_probs_bndhw {tuple(depth.shape)} (B x N x D x fH x fW) and context_bnchw "
+                         f"{tuple(context.shape)} (B x N x C x fH x fW) disagree on B, N, fH or fW")
+    for name, t in (("depth_index", depth_index), ("pixel_index", pixel_index), ("cell_index", cell_index)):
+        if t.dtype != torch.int64 or t.dim() != 1:
+            raise ValueError(f"bev_pool: {name} must be a 1-D int64 tensor, got {t.dtype} of shape {tuple(t.shape)}")
+        if t.device != context.device:
+            raise ValueError(f"bev_pool: {name} is on {t.device}, the features on {context.device}")
+    if not torch.compiler.is_compiling() and not (depth_index.shape[0] == pixel_index.shape[0] == cell_index.shape[0]):
+        raise ValueError(f"bev_pool: index tensors differ in length: depth_index {depth_index.shape[0]}, "
+                         f"pixel_index {pixel_index.shape[0]}, cell_index {cell_index.shape[0]}")
+    if len(bev_size) != 2 or min(bev_size) < 1:
+        raise ValueError(f"bev_pool: bev_size must be two positive sizes (ny, nx), got {bev_size}")
+    if channel_chunk < 1:
+        raise ValueError(f"bev_pool: channel_chunk must be >= 1, got {channel_chunk}")
+
+
 def _pool_chunks(weights_p: Tensor, context_cq: Tensor, pixel_index: Tensor, cell_index: Tensor, num_cells: int,
                  channel_chunk: int) -> Tensor:
-    """Sum weights_p[p] * context_cq[:, pixel_index[p]] into cell cell_index[p]; returns C x num_cells."""
+    """Sum weights_p[p] * context_cq[:, pixel_index[p]] into cell cell_index[p]; returns C x num_cells in
+    weights_p's dtype (the accumulation dtype). Each context chunk is cast to it before gathering, so
+    under autograd the gradient's scatter (index_select's backward) accumulates in it too."""
     outs: list[Tensor] = []
     for c0 in range(0, context_cq.shape[0], channel_chunk):
-        feats_cp = context_cq[c0:c0 + channel_chunk].index_select(1, pixel_index) * weights_p
+        feats_cp = context_cq[c0:c0 + channel_chunk].to(weights_p.dtype).index_select(1, pixel_index) * weights_p
         index_cp = cell_index.unsqueeze(0).expand(feats_cp.shape[0], -1)
         outs.append(feats_cp.new_zeros(feats_cp.shape[0], num_cells).scatter_add(1, index_cp, feats_cp))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
 
 
 class _BEVPoolRecompute(torch.autograd.Function):
-    """Channel-chunked pooling whose backward recomputes the gathered features instead of saving them."""
+    """Channel-chunked pooling whose backward recomputes the gathered features instead of saving them.
+
+    Sums are accumulated in `accumulation_dtype` in both directions; each gradient is returned in its
+    input's dtype. Depth gradients are scattered with `index_add_`, so repeated depth indices add up."""
 
     @staticmethod
     def forward(ctx: Any, depth_q: Tensor, context_cq: Tensor, depth_index: Tensor, pixel_index: Tensor,
                 cell_index: Tensor, num_cells: int, channel_chunk: int) -> Tensor:
-        weights_p = depth_q.index_select(0, depth_index)
+        acc = accumulation_dtype(depth_q.dtype, context_cq.dtype)
+        weights_p = depth_q.index_select(0, depth_index).to(acc)
         ctx.save_for_backward(weights_p, context_cq, depth_index, pixel_index, cell_index)
-        ctx.depth_numel = depth_q.numel()
+        ctx.depth_numel, ctx.depth_dtype = depth_q.numel(), depth_q.dtype
         ctx.channel_chunk = channel_chunk
-        return _pool_chunks(weights_p, context_cq, pixel_index, cell_index, num_cells, channel_chunk)
+        out = _pool_chunks(weights_p, context_cq, pixel_index, cell_index, num_cells, channel_chunk)
+        return out.to(torch.promote_types(depth_q.dtype, context_cq.dtype))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_cq: Tensor) -> tuple[Tensor | None, ...]:
         weights_p, context_cq, depth_index, pixel_index, cell_index = ctx.saved_tensors
         need_depth, need_context = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        acc = weights_p.dtype
         grad_w = weights_p.new_zeros(weights_p.shape) if need_depth else None
-        grad_context = torch.zeros_like(context_cq) if need_context else None
+        grad_context = context_cq.new_zeros(context_cq.shape, dtype=acc) if need_context else None
         step = ctx.channel_chunk
         for c0 in range(0, context_cq.shape[0], step):
-            g_cp = grad_cq[c0:c0 + step].index_select(1, cell_index)
+            g_cp = grad_cq[c0:c0 + step].index_select(1, cell_index).to(acc)
             if grad_w is not None:
-                grad_w += (g_cp * context_cq[c0:c0 + step].index_select(1, pixel_index)).sum(0)
+                grad_w += (g_cp * context_cq[c0:c0 + step].index_select(1, pixel_index).to(acc)).sum(0)
             if grad_context is not None:
                 index_cp = pixel_index.unsqueeze(0).expand(g_cp.shape[0], -1)
                 grad_context[c0:c0 + step].scatter_add_(1, index_cp, g_cp * weights_p)
         grad_depth = None
         if grad_w is not None:
-            grad_depth = grad_w.new_zeros(ctx.depth_numel).index_copy_(0, depth_index, grad_w)
+            grad_depth = grad_w.new_zeros(ctx.depth_numel).index_add_(0, depth_index, grad_w).to(ctx.depth_dtype)
+        if grad_context is not None:
+            grad_context = grad_context.to(context_cq.dtype)
         return grad_depth, grad_context, None, None, None, None, None
 
 
@@ -81,9 +132,16 @@ def bev_pool_indices(depth_probs_bndhw: Tensor, context_bnchw: Tensor, depth_ind
     """Sum-pool lifted features into the BEV grid: returns bev_bcyx of shape B x C x ny x nx.
 
     depth_probs_bndhw: B x N x D x fH x fW; context_bnchw: B x N x C x fH x fW; index tensors: P (int64)
-    as in BEVPoolPlan. Tensor-only (exportable) unless recompute_backward, which selects the
-    memory-saving autograd Function (eager training).
+    as in BEVPoolPlan, any values (repeats included) within range. Tensor-only (exportable) unless
+    recompute_backward, which selects the memory-saving autograd Function (eager training).
+
+    Precision: the two inputs may differ in floating dtype (autocast gives fp32 softmax depth and fp16
+    context). Products and sums are computed in `accumulation_dtype` (fp32 for fp16/bf16 inputs, since
+    hundreds of points can fall into one cell); the result has the promoted dtype of the two inputs
+    (fp32 for fp32 depth with fp16 context, fp16 when both are fp16). Bad inputs (non-float features,
+    non-int64 indices, devices or shapes that disagree) raise a ValueError naming the argument.
     """
+    _check_inputs(depth_probs_bndhw, context_bnchw, depth_index, pixel_index, cell_index, bev_size, channel_chunk)
     B, N, C, H, W = context_bnchw.shape
     ny, nx = bev_size
     num_cells = B * ny * nx
@@ -93,8 +151,10 @@ def bev_pool_indices(depth_probs_bndhw: Tensor, context_bnchw: Tensor, depth_ind
         out_cq = _BEVPoolRecompute.apply(depth_q, context_cq, depth_index, pixel_index, cell_index, num_cells,
                                          channel_chunk)
     else:
-        weights_p = depth_q.index_select(0, depth_index)
+        acc = accumulation_dtype(depth_q.dtype, context_cq.dtype)
+        weights_p = depth_q.to(acc).index_select(0, depth_index)  # cast first: the backward adds in acc
         out_cq = _pool_chunks(weights_p, context_cq, pixel_index, cell_index, num_cells, channel_chunk)
+        out_cq = out_cq.to(torch.promote_types(depth_q.dtype, context_cq.dtype))
     return out_cq.reshape(C, B, ny, nx).permute(1, 0, 2, 3)
 
 

@@ -1,4 +1,4 @@
-"""`simdistill synth --out DIR --scenes N --samples-per-scene M --seed S [...]`."""
+"""`simdistill synth --out DIR --scenes N --samples-per-scene M --seed S [...] [--stats]`."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="v1.0-trainval", choices=sorted(VERSIONS), help="table version folder")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes (default: CPUs)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    parser.add_argument("--stats", action="store_true",
+                        help="print the world's statistics (classes, LiDAR coverage, visibility, sizes, depth cues)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,4 +34,8 @@ def main(args: argparse.Namespace) -> int:
                    sweeps=args.sweeps, version=args.version, workers=args.workers, force=args.force)
     print(f"wrote {args.scenes} scenes x {args.samples_per_scene} samples to {out} "
           f"in {time.perf_counter() - start:.1f} s")
+    if args.stats:
+        from training.data.synth.stats import format_markdown, world_stats
+
+        print(format_markdown(world_stats(out, args.version)))
     return 0

@@ -1,12 +1,17 @@
 """Ray casting of the synthetic world: perspective cameras and a 32-beam spinning LiDAR.
 
-Both sensors build all their rays at once and intersect them with the ground plane (z = 0) and with
+Both sensors build all their rays at once and intersect them with the ground (the scene's Terrain: a
+secant search along each ray from the plane under the sensor, GROUND_STEPS evaluations) and with
 each object's oriented box parts (a vectorised slab test, restricted to the pixels of the object's
 projected bounding rectangle, or to the LiDAR columns of its azimuth span). Cameras shade with a sun
 (Lambert, ambient term, ground shadows of the boxes, distance haze) over a textured ground: asphalt
 with lane markings, a parking strip, tiled sidewalks and grass, with two octaves of value noise.
-Camera rays pass through pixel centres (u + 0.5, v + 0.5): a point projecting to (u, v) lies in pixel
-(floor(v), floor(u)). Camera ray parameters are depths along the optical axis; LiDAR ones are ranges.
+Pixels follow OpenCV's convention (simdistill_ros.core.geometry): the ray of pixel (row i, column j)
+passes through (u, v) = (j, i) of the camera matrix, so a point projecting to (u, v) lies in pixel
+(round(v), round(u)). The background (sky, ground, shadows, haze) is shaded on a grid
+BACKGROUND_SCALE times coarser and upsampled bilinearly (it is smooth, and this halves the cost of a
+camera); objects are ray cast at full resolution. Camera ray parameters are depths along the optical
+axis; LiDAR ones are ranges.
 """
 from __future__ import annotations
 
@@ -22,6 +27,12 @@ from training.data.synth import rig
 from training.data.synth.world import CURB, ROAD_HALF_WIDTH, SIDEWALK_OUT, SceneWorld, road_coords
 
 NEAR = 0.1  # camera near plane (m)
+BACKGROUND_SCALE = 2  # sky, ground and shadows are shaded on a grid this many times coarser, then upsampled
+BACKGROUND_FAR = 1e5  # depth given to sky pixels of the background (m along the optical axis)
+HAZE_DISTANCE = 400.0
+_GROW = np.ones((3, 3), np.uint8)  # distance haze: colour -> horizon colour by 1 - exp(-distance / HAZE_DISTANCE)
+GROUND_STEPS = 4  # terrain evaluations per ray: plane start, one fixed-point and two secant steps
+GROUND_TOLERANCE = 0.05  # a ray whose height residual is larger after the search misses the ground (m)
 HORIZON = (0.80, 0.85, 0.90)
 ZENITH = (0.40, 0.55, 0.85)
 
@@ -37,29 +48,71 @@ class CameraFrame:
     visible: np.ndarray
 
 
+Rays = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y, z direction components, same shape
+
+
 @lru_cache(maxsize=4)
 def _noise_tile(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((256, 256), dtype=np.float32)
 
 
 @lru_cache(maxsize=16)
-def _camera_grid(channel: str, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised image coordinates of the pixel centres, (1, W) and (H, 1), and the ray lengths (H, W)
-    of the optical-frame rays (x, y, 1)."""
+def _camera_grid(channel: str, image_size: tuple[int, int],
+                 grid_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised image coordinates (1, Wg) and (Hg, 1) of the pixel centres of a grid_size (Hg, Wg)
+    grid laid over the image_size camera, and the lengths (Hg, Wg) of the optical-frame rays (x, y, 1).
+    OpenCV convention: full-resolution pixel (i, j) has its centre at (u, v) = (j, i); grid pixel j
+    covers the full-resolution span centred at (j + 0.5) * W / Wg - 0.5 (cv2.resize's mapping)."""
     cam = next(c for c in rig.CAMERAS if c.channel == channel)
     k = rig.intrinsics(cam, image_size)
-    h, w = image_size
-    u = ((np.arange(w, dtype=np.float64) + 0.5 - k[0, 2]) / k[0, 0]).astype(np.float32)[None, :]
-    v = ((np.arange(h, dtype=np.float64) + 0.5 - k[1, 2]) / k[1, 1]).astype(np.float32)[:, None]
+    (h, w), (hg, wg) = image_size, grid_size
+    cols = (np.arange(wg, dtype=np.float64) + 0.5) * (w / wg) - 0.5
+    rows = (np.arange(hg, dtype=np.float64) + 0.5) * (h / hg) - 0.5
+    u = ((cols - k[0, 2]) / k[0, 0]).astype(np.float32)[None, :]
+    v = ((rows - k[1, 2]) / k[1, 1]).astype(np.float32)[:, None]
     return u, v, np.sqrt(u * u + v * v + 1.0).astype(np.float32)
 
 
 def sensor_pose(world: SceneWorld, t: float, translation: tuple[float, float, float],
                 to_ego: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Global origin (3,) and sensor-to-global rotation (3, 3) of a sensor on the ego at time t."""
-    ego, yaw = world.ego_pose(t)
-    r_ego = yaw_rotation(yaw)
+    ego, r_ego = world.ego_pose(t)
     return ego + r_ego @ np.asarray(translation), r_ego @ to_ego
+
+
+def ground_hit(world: SceneWorld, origin: np.ndarray, dirs: Rays,
+               max_t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First ground hit of rays origin + t * dirs (dirs any length, float32 arrays of one shape):
+    (t, inf where a ray misses the ground before max_t; road coordinates s and lateral of the hit).
+
+    The search starts on the plane through the ground under the sensor, takes one fixed-point step
+    (exact on that plane) and two secant steps on f(t) = z(t) - ground height(t): converged to
+    millimetres on the rolling road; rays grazing the horizon that do not converge count as misses."""
+    road, terrain = world.road, world.terrain
+    f32 = np.float32
+    dz = dirs[2]
+    down = dz < -1e-4
+    dzs = np.where(down, dz, f32(-1.0))
+    o_rel = (origin[:2] - np.array(road.origin)).astype(f32)
+    oz = f32(origin[2])
+    s_o, l_o = road.to_road(origin[0], origin[1])
+    t0 = (f32(terrain.height(np.array(s_o), np.array(l_o))) - oz) / dzs
+
+    def residual(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s, lat = road_coords(*road.local(o_rel[0] + t * dirs[0], o_rel[1] + t * dirs[1]), road.curvature)
+        return oz + t * dz - terrain.height(s, lat), s, lat
+
+    f0, s, lat = residual(t0)
+    t1 = t0 - f0 / dzs
+    for _ in range(GROUND_STEPS - 2):
+        f1, s, lat = residual(t1)
+        denom = f1 - f0
+        safe = np.abs(denom) > 1e-6
+        t2 = np.where(safe, t1 - f1 * (t1 - t0) / np.where(safe, denom, f32(1.0)), t1)
+        t0, f0, t1 = t1, f1, np.clip(t2, f32(1e-3), f32(4 * max_t))
+    f, s, lat = residual(t1)
+    hit = down & (t1 < max_t) & (np.abs(f) < GROUND_TOLERANCE)
+    return np.where(hit, t1, f32(np.inf)), s, lat
 
 
 def object_parts(world: SceneWorld, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,43 +137,44 @@ def box_corners(centre: np.ndarray, half: np.ndarray, yaw: np.ndarray) -> np.nda
                      centre[:, None, 2] + lz], -1)
 
 
-Rays = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y, z direction components, same shape
-
-
 def _slab(origin: np.ndarray, dirs: Rays, centre: np.ndarray, half: np.ndarray,
-          yaw: float) -> tuple[np.ndarray, np.ndarray, Rays]:
-    """Ray/box entry: (t (inf where missed), face axis 0..2, local hit point) of rays from `origin`."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    o = origin - centre
-    ol = (c * o[0] + s * o[1], -s * o[0] + c * o[1], o[2])
+          yaw: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, Rays]:
+    """Ray/box entry: (t (inf where missed), face axis 0..2, local hit point) of rays from `origin`.
+    One box (centre (3,), half extents (3,), yaw) for all rays, or one per ray (centre (..., 3), ...)."""
+    f32 = np.float32
+    c, s = np.cos(yaw).astype(f32), np.sin(yaw).astype(f32)
+    o = (np.asarray(origin) - centre).astype(f32)
+    h = np.asarray(half, dtype=f32)
+    ol = (c * o[..., 0] + s * o[..., 1], -s * o[..., 0] + c * o[..., 1], o[..., 2])
     dl = (c * dirs[0] + s * dirs[1], -s * dirs[0] + c * dirs[1], dirs[2])
     near, far = [], []
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for ax in range(3):
-            inv = np.float32(1.0) / dl[ax]
-            ta = (np.float32(-half[ax] - ol[ax])) * inv
-            tb = (np.float32(half[ax] - ol[ax])) * inv
+            inv = f32(1.0) / dl[ax]
+            ta = (-h[..., ax] - ol[ax]) * inv
+            tb = (h[..., ax] - ol[ax]) * inv
             near.append(np.minimum(ta, tb))
             far.append(np.maximum(ta, tb))
     tmin = np.maximum(np.maximum(near[0], near[1]), near[2])
     tmax = np.minimum(np.minimum(far[0], far[1]), far[2])
     axis = np.where(near[0] >= tmin, 0, np.where(near[1] >= tmin, 1, 2)).astype(np.int8)
-    hit = (tmax >= tmin) & (tmin > 0)
-    t = np.where(hit, tmin, np.float32(np.inf))
-    th = np.where(hit, tmin, np.float32(0))
-    local = (np.float32(ol[0]) + dl[0] * th, np.float32(ol[1]) + dl[1] * th, np.float32(ol[2]) + dl[2] * th)
+    hit = (tmax >= tmin) & (tmin > 0) & (h[..., 0] > 0)  # a zero half extent marks a missing part
+    t = np.where(hit, tmin, f32(np.inf))
+    th = np.where(hit, tmin, f32(0))
+    local = (ol[0] + dl[0] * th, ol[1] + dl[1] * th, ol[2] + dl[2] * th)
     return t, axis, local
 
 
-def _trace_object(world: SceneWorld, i: int, origin: np.ndarray, dirs: Rays, pc: np.ndarray,
-                  half: np.ndarray, yaw: float) -> tuple[np.ndarray, Rays, Rays, np.ndarray]:
-    """Nearest hit over an object's parts: t, world normal, local hit point (part frame), part index."""
+def _trace_object(world: SceneWorld, i: int | np.ndarray, origin: np.ndarray, dirs: Rays, pc: np.ndarray,
+                  half: np.ndarray, yaw: np.ndarray) -> tuple[np.ndarray, Rays, Rays, np.ndarray]:
+    """Nearest hit over an object's parts: t, world normal, local hit point (part frame), part index.
+    `i` is one object index for all rays, or one per ray (an array of the rays' shape)."""
     best_t = axis = part = None
     local: Rays = dirs
     for p in range(pc.shape[1]):
-        if half[i, p, 0] <= 0:
+        if np.all(half[i, p, 0] <= 0):
             continue
-        t, ax, loc = _slab(origin, dirs, pc[i, p], half[i, p], yaw)
+        t, ax, loc = _slab(origin, dirs, pc[i, p], half[i, p], yaw[i])
         if best_t is None:
             best_t, axis, local, part = t, ax, loc, np.zeros(t.shape, np.int8)
             continue
@@ -132,7 +186,7 @@ def _trace_object(world: SceneWorld, i: int, origin: np.ndarray, dirs: Rays, pc:
     assert best_t is not None and axis is not None and part is not None
     # outward normal of the entry face, in the world frame
     sign = np.sign(np.where(axis == 0, local[0], np.where(axis == 1, local[1], local[2])))
-    c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
+    c, s = np.cos(yaw[i]).astype(np.float32), np.sin(yaw[i]).astype(np.float32)
     zero = np.float32(0)
     normal = (np.where(axis == 0, c, np.where(axis == 1, -s, zero)) * sign,
               np.where(axis == 0, s, np.where(axis == 1, c, zero)) * sign,
@@ -140,11 +194,8 @@ def _trace_object(world: SceneWorld, i: int, origin: np.ndarray, dirs: Rays, pc:
     return best_t, normal, local, part
 
 
-def _ground_albedo(world: SceneWorld, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGB albedo (..., 3) and LiDAR reflectivity (...) of ground points given as global offsets from
-    the road origin (float32)."""
-    lx, ly = world.road.local(x, y)
-    s, lat = road_coords(lx, ly, world.road.curvature)
+def _ground_albedo(world: SceneWorld, s: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB albedo (..., 3) and LiDAR reflectivity (...) of ground points at road coordinates (float32)."""
     a = np.abs(lat)
     tile = _noise_tile(world.ground_seed)
     fine = tile[np.floor(s * 6.0).astype(np.int64) & 255, np.floor(lat * 6.0).astype(np.int64) & 255]
@@ -198,34 +249,57 @@ def _clip_project(points: np.ndarray, k: np.ndarray) -> np.ndarray | None:
     return np.stack([k[0, 0] * front[:, 0] / front[:, 2] + k[0, 2], k[1, 1] * front[:, 1] / front[:, 2] + k[1, 2]], 1)
 
 
-def render_camera(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: tuple[int, int]) -> CameraFrame:
-    """Ray-cast one camera at scene time t."""
+def _background(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: tuple[int, int],
+                origin: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sky, shaded ground with box shadows, and haze on the BACKGROUND_SCALE-coarser grid, upsampled
+    bilinearly to image_size: (colour H x W x 3 float32, ground depth H x W along the optical axis,
+    BACKGROUND_FAR where the sky is)."""
     h, w = image_size
-    k = rig.intrinsics(cam, image_size)
-    origin, rot = sensor_pose(world, t, cam.translation, rig.camera_to_ego(cam))
-    u, v, length = _camera_grid(cam.channel, image_size)
+    grid = (max(1, -(-h // BACKGROUND_SCALE)), max(1, -(-w // BACKGROUND_SCALE)))
+    u, v, length = _camera_grid(cam.channel, image_size, grid)
     r = rot.astype(np.float32)
-    dirs = tuple(r[c, 0] * u + r[c, 1] * v + r[c, 2] for c in range(3))  # global, (H, W) each
+    dirs = tuple(r[c, 0] * u + r[c, 1] * v + r[c, 2] for c in range(3))  # global, grid shape each
     sun = np.array(world.sun, dtype=np.float32)
-
-    # sky everywhere, then the ground on rows that see it
     up = np.clip(dirs[2] / length, 0, 1)[..., None]
-    colour = np.array(HORIZON, np.float32) * (1 - up) + np.array(ZENITH, np.float32) * up
-    depth = np.full((h, w), np.inf, dtype=np.float32)
+    horizon = np.array(HORIZON, np.float32)
+    colour = horizon + (np.array(ZENITH, np.float32) - horizon) * up
+    depth = np.full(grid, BACKGROUND_FAR, dtype=np.float32)
     rows = np.nonzero((dirs[2] < -1e-4).any(1))[0]
     if len(rows):
         g0 = int(rows[0])
-        dz = dirs[2][g0:]
-        ground = dz < -1e-4
-        tg = np.float32(-origin[2]) / np.where(ground, dz, np.float32(-1))
-        ground &= tg * length[g0:] < 600.0
-        tg = np.where(ground, tg, np.float32(0))
-        o_rel = (origin[:2] - np.array(world.road.origin)).astype(np.float32)
-        albedo, _ = _ground_albedo(world, o_rel[0] + tg * dirs[0][g0:], o_rel[1] + tg * dirs[1][g0:])
-        shadow = _shadow_mask(world, t, origin, rot, k, image_size)[g0:]
+        tg, s_g, lat_g = ground_hit(world, origin, (dirs[0][g0:], dirs[1][g0:], dirs[2][g0:]), 600.0)
+        ground = tg * length[g0:] < 600.0
+        albedo, _ = _ground_albedo(world, s_g, lat_g)
+        # the grid's camera matrix: full-resolution pixel u maps to grid pixel (u + 0.5) * Wg / W - 0.5
+        sx, sy = grid[1] / w, grid[0] / h
+        k_grid = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]]) @ rig.intrinsics(
+            cam, image_size)
+        shadow = _shadow_mask(world, t, origin, rot, k_grid, grid)[g0:]
         lit = np.where(shadow, np.float32(0.5), np.float32(0.5 + 0.5 * sun[2]))
-        colour[g0:] = np.where(ground[..., None], albedo * lit[..., None], colour[g0:])
-        depth[g0:] = np.where(ground, tg, np.float32(np.inf))
+        dist = np.where(ground, tg * length[g0:], np.float32(0.0))
+        fog = (np.float32(1.0) - np.exp(dist / np.float32(-HAZE_DISTANCE)))[..., None]
+        shaded = albedo * lit[..., None]
+        shaded += (horizon - shaded) * fog
+        colour[g0:] = np.where(ground[..., None], shaded, colour[g0:])
+        depth[g0:] = np.where(ground, tg, depth[g0:])
+    if grid == (h, w):
+        return colour, depth
+    size = (w, h)
+    return (cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(depth, size, interpolation=cv2.INTER_LINEAR))
+
+
+def render_camera(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: tuple[int, int]) -> CameraFrame:
+    """Ray-cast one camera at scene time t: the background (sky, ground, shadows, haze) on a grid
+    BACKGROUND_SCALE times coarser, upsampled; every object at full resolution, within its projected
+    rectangle, with its own haze."""
+    h, w = image_size
+    k = rig.intrinsics(cam, image_size)
+    origin, rot = sensor_pose(world, t, cam.translation, rig.camera_to_ego(cam))
+    colour, depth = _background(world, t, cam, image_size, origin, rot)
+    u, v, length = _camera_grid(cam.channel, image_size, image_size)
+    r = rot.astype(np.float32)
+    sun = np.array(world.sun, dtype=np.float32)
     object_id = np.full((h, w), -1, dtype=np.int32)
 
     # objects, culled by distance and by their projected rectangle
@@ -236,32 +310,47 @@ def render_camera(world: SceneWorld, t: float, cam: rig.CameraSpec, image_size: 
     n = world.num_objects
     silhouette = np.zeros(n, dtype=np.int64)
     near = np.linalg.norm(centre[:, :2] - origin[:2], axis=1) < 150.0
+    depth_flat, colour_flat, id_flat = depth.ravel(), colour.reshape(-1, 3), object_id.ravel()
+    length_flat = length.ravel()
+    horizon = np.array(HORIZON, np.float32)
     for i in np.nonzero(near & (cam_pts[..., 2].max(1) > NEAR))[0]:
         uv = _clip_project(cam_pts[i], k)
         if uv is None:
             continue
-        u0, v0 = np.floor(uv.min(0)).astype(int)
-        u1, v1 = np.ceil(uv.max(0)).astype(int) + 1
+        # the pixels whose centres (OpenCV: at integers) can lie inside the projected hull: the hull
+        # rasterised (1/16 px vertices) and grown by one pixel, within its bounding rectangle
+        u0, v0 = np.floor(uv.min(0)).astype(int) - 1
+        u1, v1 = np.ceil(uv.max(0)).astype(int) + 2
         u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, w), min(v1, h)
         if u0 >= u1 or v0 >= v1:
             continue
-        sub = tuple(d[v0:v1, u0:u1] for d in dirs)
-        t_obj, normal, local, part = _trace_object(world, i, origin, sub, pc, half, float(yaw[i]))
+        hull = cv2.convexHull(np.clip(uv - (u0, v0), -1e5, 1e5).astype(np.float32))[:, 0, :]
+        mask = np.zeros((v1 - v0, u1 - u0), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(hull * 16).astype(np.int32), 1, cv2.LINE_8, 4)
+        rows_i, cols_i = np.nonzero(cv2.dilate(mask, _GROW))
+        if len(rows_i) == 0:
+            continue
+        us, vs = u[0, u0 + cols_i], v[v0 + rows_i, 0]
+        sub = tuple(r[c, 0] * us + r[c, 1] * vs + r[c, 2] for c in range(3))
+        t_obj, normal, local, part = _trace_object(world, i, origin, sub, pc, half, yaw)
         hit = np.isfinite(t_obj)
         silhouette[i] = int(np.count_nonzero(hit))
-        win = hit & (t_obj < depth[v0:v1, u0:u1])
+        pix = (v0 + rows_i) * w + (u0 + cols_i)
+        win = hit & (t_obj < depth_flat[pix])
         if not win.any():
             continue
+        pix, t_win = pix[win], t_obj[win]
+        normal = tuple(c[win] for c in normal)
         diffuse = np.clip(normal[0] * sun[0] + normal[1] * sun[1] + normal[2] * sun[2], 0, None)
-        col = _object_albedo(world, i, local, normal[2] != 0, part) * (0.35 + 0.65 * diffuse)[..., None]
-        depth[v0:v1, u0:u1][win] = t_obj[win]
-        colour[v0:v1, u0:u1][win] = col[win]
-        object_id[v0:v1, u0:u1][win] = i
+        col = _object_albedo(world, i, tuple(c[win] for c in local), normal[2] != 0, part[win])
+        col *= (0.35 + 0.65 * diffuse)[..., None]
+        haze = np.float32(1.0) - np.exp(t_win * length_flat[pix] / np.float32(-HAZE_DISTANCE))
+        col += (horizon - col) * haze[..., None]
+        depth_flat[pix] = t_win
+        colour_flat[pix] = col
+        id_flat[pix] = i
 
-    # distance haze
-    fog = np.float32(1.0) - np.exp(np.where(np.isfinite(depth), depth * length, np.float32(0)) / np.float32(-400.0))
-    colour += (np.array(HORIZON, np.float32) - colour) * fog[..., None]
-    image = (np.clip(colour, 0, 1) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+    image = cv2.convertScaleAbs(colour, alpha=255.0)  # rounds and saturates to 0..255 (colours are >= 0)
     visible = np.bincount(object_id[object_id >= 0].ravel(), minlength=n)
     return CameraFrame(image, object_id, silhouette, visible)
 
@@ -276,11 +365,13 @@ def _shadow_mask(world: SceneWorld, t: float, origin: np.ndarray, rot: np.ndarra
     if not keep.any():
         return mask.astype(bool)
     corners = box_corners(centre[keep], world.size_wlh[keep][:, [1, 0, 2]] / 2 * 0.95, yaw[keep])
+    floor = world.terrain.height(world.s0[keep] + world.speed[keep] * t, world.lateral[keep])
     sun = np.array(world.sun)
-    flat = corners - corners[..., 2:3] / sun[2] * sun  # projected onto z = 0 along the sun
-    for poly in flat:
+    # projected along the sun onto the ground plane under each object
+    flat = corners - (corners[..., 2:3] - floor[:, None, None]) / sun[2] * sun
+    for poly, z in zip(flat, floor):
         hull = cv2.convexHull(poly[:, :2].astype(np.float32))[:, 0, :]
-        ground = np.concatenate([hull, np.zeros((len(hull), 1), np.float32)], 1).astype(np.float64)
+        ground = np.concatenate([hull, np.full((len(hull), 1), z, np.float32)], 1).astype(np.float64)
         uv = _clip_polygon(((ground - origin) @ rot), k)
         if uv is not None:
             cv2.fillPoly(mask, [np.round(np.clip(uv, -1e5, 1e5) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
@@ -321,38 +412,55 @@ def render_lidar(world: SceneWorld, t: float, rng: np.random.Generator) -> tuple
     dirs3 = (local @ rot.T).astype(np.float32)
     dirs = (dirs3[..., 0], dirs3[..., 1], dirs3[..., 2])
     dz = dirs[2]
-    down = dz < -1e-4
-    rng_t = np.where(down, -origin[2] / np.where(down, dz, -1), np.inf).astype(np.float32)
+    rng_t, s_g, lat_g = ground_hit(world, origin, dirs, 2 * rig.LIDAR_MAX_RANGE)
     ident = np.full(dz.shape, -1, dtype=np.int32)
-    normal_dot = np.where(down, -dz, 0).astype(np.float32)  # |cos incidence| on the ground
+    normal_dot = np.where(np.isfinite(rng_t), -dz, 0).astype(np.float32)  # |cos incidence| on the ground
     refl = np.zeros(dz.shape, dtype=np.float32)
-    o_rel = (origin[:2] - np.array(world.road.origin)).astype(np.float32)
-    tg = np.where(down, rng_t, 0)
-    _, refl_ground = _ground_albedo(world, o_rel[0] + tg * dirs[0], o_rel[1] + tg * dirs[1])
+    _, refl_ground = _ground_albedo(world, s_g, lat_g)
     refl[:] = refl_ground
 
     pc, half, yaw = object_parts(world, t)
     centre, _, _ = world.object_state(t)
     ann_half = world.size_wlh[:, [1, 0, 2]] / 2
-    corners = (box_corners(centre, ann_half, yaw) - origin) @ rot @ pr  # sensor frame, phase removed
-    near = np.linalg.norm(centre[:, :2] - origin[:2], axis=1) < rig.LIDAR_MAX_RANGE + 15
-    for i in np.nonzero(near)[0]:
-        az = np.arctan2(corners[i, :, 1], corners[i, :, 0])
-        ref = math.atan2(corners[i, :, 1].mean(), corners[i, :, 0].mean())
-        rel = np.mod(az - ref + math.pi, 2 * math.pi) - math.pi
-        j0, j1 = math.floor((ref + rel.min()) / step), math.ceil((ref + rel.max()) / step)
-        cols = np.arange(j0, j1 + 1) % n_az
-        sub = tuple(d[:, cols] for d in dirs)
-        t_obj, normal, _, _ = _trace_object(world, i, origin, sub, pc, half, float(yaw[i]))
-        sub_t = rng_t[:, cols]
-        win = t_obj < sub_t
-        if not win.any():
-            continue
-        rows, cc = np.nonzero(win)
-        rng_t[rows, cols[cc]] = t_obj[rows, cc]
-        ident[rows, cols[cc]] = i
-        normal_dot[rows, cols[cc]] = np.abs(sum(nc[rows, cc] * dc[rows, cc] for nc, dc in zip(normal, sub)))
-        refl[rows, cols[cc]] = world.reflectivity[i]
+    objs = np.nonzero(np.linalg.norm(centre[:, :2] - origin[:2], axis=1) < rig.LIDAR_MAX_RANGE + 15)[0]
+    if len(objs):
+        # each object's block of (ring, column) rays: the columns of its azimuth span and the rings
+        # of its elevation span, bounded with the nearest and farthest horizontal distance of its box
+        # (sensor frame, phase removed); then every (ray, object) pair of those blocks traced at once
+        corners = (box_corners(centre[objs], ann_half[objs], yaw[objs]) - origin) @ rot @ pr
+        az = np.arctan2(corners[..., 1], corners[..., 0])
+        mid_xy = corners[..., :2].mean(1)
+        ref = np.arctan2(mid_xy[:, 1], mid_xy[:, 0])
+        rel = np.mod(az - ref[:, None] + math.pi, 2 * math.pi) - math.pi
+        j0 = np.floor((ref + rel.min(1)) / step).astype(np.int64)
+        widths = np.ceil((ref + rel.max(1)) / step).astype(np.int64) - j0 + 1
+        reach = np.linalg.norm(ann_half[objs], axis=1)
+        dist = np.linalg.norm(mid_xy, axis=1)
+        d_near, d_far = np.maximum(dist - reach, 0.1), dist + reach
+        z_lo, z_hi = corners[..., 2].min(1), corners[..., 2].max(1)
+        el_lo = np.arctan2(z_lo, np.where(z_lo < 0, d_near, d_far))
+        el_hi = np.arctan2(z_hi, np.where(z_hi > 0, d_near, d_far))
+        rings = np.radians(rig.LIDAR_ELEVATIONS_DEG)
+        r0 = np.searchsorted(rings, el_lo)
+        heights = np.searchsorted(rings, el_hi, side="right") - r0
+        keep = heights > 0
+        objs, j0, widths, r0, heights = objs[keep], j0[keep], widths[keep], r0[keep], heights[keep]
+        sizes = widths * heights
+        pair_obj = np.repeat(objs, sizes)
+        k = np.arange(len(pair_obj)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        w_rep = np.repeat(widths, sizes)
+        col = (np.repeat(j0, sizes) + k % w_rep) % n_az
+        ray = (np.repeat(r0, sizes) + k // w_rep) * n_az + col
+        flat = tuple(d.ravel()[ray] for d in dirs)
+        t_obj, normal, _, _ = _trace_object(world, pair_obj, origin, flat, pc, half, yaw)
+        best = rng_t.ravel().copy()
+        np.minimum.at(best, ray, t_obj)
+        win = np.isfinite(t_obj) & (t_obj == best[ray]) & (t_obj < rng_t.ravel()[ray])
+        r_win, o_win = ray[win], pair_obj[win]
+        rng_t.ravel()[r_win] = t_obj[win]
+        ident.ravel()[r_win] = o_win
+        normal_dot.ravel()[r_win] = np.abs(sum(nc[win] * dc[win] for nc, dc in zip(normal, flat)))
+        refl.ravel()[r_win] = world.reflectivity[o_win]
 
     keep = rng_t < rig.LIDAR_MAX_RANGE
     dist = np.where(keep, rng_t, 0)

@@ -28,6 +28,7 @@ VISIBILITY: tuple[tuple[str, str, str], ...] = (
     ("3", "v60-80", "visibility of whole object is between 60 and 80%"),
     ("4", "v80-100", "visibility of whole object is between 80 and 100%"))
 LOCATION = "boston-seaport"
+MIN_VISIBLE_PIXELS = 80  # at 1600 x 900 (see min_visible_pixels)
 
 
 def token(seed: int, *key: object) -> str:
@@ -80,13 +81,41 @@ class SampleStats:
     lidar_points: np.ndarray
 
 
-def annotated(world: SceneWorld, t: float) -> np.ndarray:
-    """Indices of the objects annotated at scene time t: of a detection class, centre within
-    ANNOTATION_RANGE of the ego."""
+def candidates(world: SceneWorld, t: float) -> np.ndarray:
+    """Indices of the objects that may be annotated at scene time t: of a detection class, centre
+    within ANNOTATION_RANGE of the ego. Which of them are is decided by what the sensors saw (`observed`)."""
     centre, _, _ = world.object_state(t)
     ego, _ = world.ego_pose(t)
     near = np.linalg.norm(centre[:, :2] - ego[:2], axis=1) <= ANNOTATION_RANGE
     return np.nonzero(near & world.annotatable)[0]
+
+
+def min_visible_pixels(image_size: tuple[int, int]) -> int:
+    """Camera pixels an object must show (summed over the cameras) to be annotated without LiDAR
+    points: MIN_VISIBLE_PIXELS at 1600 x 900, scaled with the image area, at least 1."""
+    return max(1, round(MIN_VISIBLE_PIXELS * image_size[0] * image_size[1] / (rig.FULL_SIZE[0] * rig.FULL_SIZE[1])))
+
+
+def observed(stats: SampleStats, image_size: tuple[int, int]) -> np.ndarray:
+    """(n,) bool: objects the sensors saw in this key frame: at least one key-frame LiDAR point in the
+    box, or enough visible camera pixels."""
+    return (stats.lidar_points > 0) | (stats.visible >= min_visible_pixels(image_size))
+
+
+def annotation_mask(world: SceneWorld, tl: Timeline, stats: dict[tuple[int, int], SampleStats], scene: int,
+                    image_size: tuple[int, int]) -> np.ndarray:
+    """(key frames, n) bool: which candidates are annotated in which key frame, as nuScenes annotators
+    label tracks: wherever the object is seen, and through occlusions between its first and last
+    sighting in the scene. Objects hidden from both sensors for a whole scene are not annotated."""
+    keys = len(tl.keys)
+    cand = np.zeros((keys, world.num_objects), dtype=bool)
+    seen = np.zeros_like(cand)
+    for k, key_us in enumerate(tl.keys):
+        cand[k, candidates(world, tl.seconds(key_us))] = True
+        seen[k] = observed(stats[(scene, k)], image_size) & cand[k]
+    before = np.maximum.accumulate(seen, axis=0)
+    after = np.maximum.accumulate(seen[::-1], axis=0)[::-1]
+    return cand & (seen | (before & after))
 
 
 def _f(values: np.ndarray | list[float]) -> list[float]:
@@ -137,8 +166,8 @@ def build_tables(seed: int, worlds: list[SceneWorld], timelines: list[Timeline],
             """frames: (timestamp, owning key frame index, is key frame) in time order."""
             toks = [tok("sd", i, channel, ts) for ts, _, _ in frames]
             for j, (ts, k, is_key) in enumerate(frames):
-                ego, yaw = world.ego_pose(tl.seconds(ts))
-                t["ego_pose"].append({"token": toks[j], "timestamp": ts, "rotation": rig.yaw_quaternion(yaw),
+                ego, rot = world.ego_pose(tl.seconds(ts))
+                t["ego_pose"].append({"token": toks[j], "timestamp": ts, "rotation": rig.matrix_quaternion(rot),
                                       "translation": _f(ego)})
                 cam = channel != rig.LIDAR_CHANNEL
                 t["sample_data"].append({
@@ -156,18 +185,20 @@ def build_tables(seed: int, worlds: list[SceneWorld], timelines: list[Timeline],
             lidar.append((tl.keys[k], k, True))
             lidar += [(ts, k + 1, False) for ts in tl.sweeps[k]]  # a sweep belongs to the next key frame
         add_chain(rig.LIDAR_CHANNEL, lidar)
-        _annotations(t, tok, world, tl, stats, i, samples)
+        _annotations(t, tok, world, tl, stats, i, samples, image_size)
     return t
 
 
 def _annotations(t: dict[str, list[dict]], tok: Callable[..., str], world: SceneWorld, tl: Timeline,
-                 stats: dict[tuple[int, int], SampleStats], scene: int, samples: list[str]) -> None:
+                 stats: dict[tuple[int, int], SampleStats], scene: int, samples: list[str],
+                 image_size: tuple[int, int]) -> None:
     chains: dict[int, list[dict]] = {}
+    annotate = annotation_mask(world, tl, stats, scene, image_size)
     for k, key_us in enumerate(tl.keys):
         time = tl.seconds(key_us)
         centre, yaw, _ = world.object_state(time)
         st = stats[(scene, k)]
-        for o in annotated(world, time):
+        for o in np.flatnonzero(annotate[k]):
             o = int(o)
             attr = world.attributes[o]
             chains.setdefault(o, []).append({

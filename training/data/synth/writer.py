@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from training.data.synth import rig
 from training.data.synth.render import render_camera, render_lidar
-from training.data.synth.tables import SampleStats, annotated, build_tables, data_path, split_scene_names, write_tables
+from training.data.synth.tables import SampleStats, build_tables, candidates, data_path, split_scene_names, write_tables
 from training.data.synth.world import SceneWorld, Timeline, make_timeline, make_world
 from training.fsutil import atomic_dir, check_absent
 
@@ -41,9 +42,15 @@ class _RenderState(TypedDict):
 _STATE: _RenderState | None = None  # this process's job context (set by _init)
 
 
-def _init(state: _RenderState) -> None:
+def _init(state: _RenderState, worker: bool = False) -> None:
     global _STATE
     cv2.setNumThreads(1)  # one render per process; no thread pools inherited across fork
+    if worker:
+        # a pool worker must die at once when the pool terminates it: the parent's SIGTERM handler
+        # (the CLI turns SIGTERM into an exception, to clean up) would raise inside a worker that
+        # holds the task queue's lock, and the other workers would wait for that lock forever
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _STATE = state
 
 
@@ -106,14 +113,14 @@ def _render_key(job: tuple[int, int]) -> SampleStats:
         (root / data_path(seed, scene, rig.LIDAR_CHANNEL, ts, j == 0)).write_bytes(points.tobytes())
         if j == 0:
             key_points = points
-    # num_lidar_pts: key-frame points inside each annotated box, counted the devkit's way
+    # num_lidar_pts: key-frame points inside each candidate's box, counted the devkit's way
     time = tl.seconds(tl.keys[key])
     centre, yaw, _ = world.object_state(time)
-    ego, ego_yaw = world.ego_pose(time)
-    objs = annotated(world, time)
+    ego, ego_rot = world.ego_pose(time)
+    objs = candidates(world, time)
     boxes = [Box(centre[o], world.size_wlh[o], Quaternion(axis=[0, 0, 1], angle=float(yaw[o]))) for o in objs]
     cs = {"rotation": rig.yaw_quaternion(rig.LIDAR_YAW), "translation": list(rig.LIDAR_TRANSLATION)}
-    pose = {"rotation": rig.yaw_quaternion(ego_yaw), "translation": [float(v) for v in ego]}
+    pose = {"rotation": rig.matrix_quaternion(ego_rot), "translation": [float(v) for v in ego]}
     lidar_points = np.zeros(n, np.int64)
     lidar_points[objs] = count_points_in_boxes(key_points, cs, pose, boxes)
     return SampleStats(scene, key, silhouette, visible, lidar_points)
@@ -169,7 +176,7 @@ def generate(out: Path, scenes: int, samples_per_scene: int, seed: int, image_si
                 bar.update()
         else:
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=(state,)) as pool:
+            with ctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=(state, True)) as pool:
                 for st in pool.imap_unordered(_render_key, jobs):
                     stats[(st.scene, st.key)] = st
                     bar.update()
