@@ -44,7 +44,7 @@ ROS_BUILD = [
     "catkin-pkg==1.1.1",
 ]
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ml_dtypes<0.6"]
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "shapely~=2.0.3", "colcon-common-extensions>=0.3"]
+TEST = ["pytest>=8", "pytest-timeout==2.4.0", "shapely~=2.0.3", "colcon-common-extensions>=0.3"]
 
 setup(
     name=PACKAGE,
