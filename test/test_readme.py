@@ -320,6 +320,14 @@ def test_topic_table_matches_docs_the_params_file_and_the_node() -> None:
     assert docs["in"] - subs <= set(params["image_topics"])  # docs/ros.md names the first default
 
 
+def test_the_one_gpu_recipe_keeps_the_paper_batch() -> None:
+    from training.config import load_train_config
+
+    schedule = load_train_config("r50_nuscenes").schedule
+    assert schedule.batch_size * schedule.accumulate * 8 == 48  # the README's "3 per GPU x 2 x 8 GPUs"
+    assert "set `schedule.accumulate: 16`" in README and schedule.batch_size * 16 == 48
+
+
 # -- the quick start, CI and links --
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     quick = section(README, "Quick start: two commands")
