@@ -18,6 +18,7 @@ to fail, strictly, until that branch is merged (`bag` is then in cli.COMMANDS an
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import io
@@ -318,6 +319,30 @@ def test_topic_table_matches_docs_the_params_file_and_the_node() -> None:
     assert readme["in"] == set(params["image_topics"]) | set(params["camera_info_topics"]) | subs
     assert subs == {"/tf", "/tf_static"} and subs <= docs["in"]
     assert docs["in"] - subs <= set(params["image_topics"])  # docs/ros.md names the first default
+
+
+def launch_arguments() -> dict[str, str | None]:
+    """DeclareLaunchArgument name -> literal default_value (None: not a literal) of launch/detector.launch.py,
+    read with ast: launch_ros is not installable here, so the file cannot be imported."""
+    tree = ast.parse((REPO / "launch" / "detector.launch.py").read_text())
+    out: dict[str, str | None] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
+            default = next((k.value for k in node.keywords if k.arg == "default_value"), None)
+            out[node.args[0].value] = default.value if isinstance(default, ast.Constant) else None
+    return out
+
+
+def test_launch_argument_table_equals_the_launch_file() -> None:
+    rows = table_rows(section(README, "In a ROS 2 install (Humble, Jazzy, Kilted), with colcon"))
+    table = {code_span(name): default for name, default in rows}
+    launch = launch_arguments()
+    assert set(table) == set(launch)
+    assert table["params_file"] == "the installed `config/detector.param.yaml`" and launch["params_file"] is None
+    for name, value in launch.items():
+        if value is not None:
+            assert table[name] == (f"`{value}`" if value else "empty" if name != "model" else
+                                   "empty: the bundled model"), name
 
 
 def test_the_one_gpu_recipe_keeps_the_paper_batch() -> None:
