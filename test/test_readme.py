@@ -12,9 +12,10 @@
 - CI (.ci/run) runs the README's test command verbatim, every test has a time limit (pytest-timeout,
   setup.cfg), and the README's links to files point at files.
 
-Lines that need the `simdistill bag` tools or the new `simdistill demo` options (issue 9) are strict
-xfails while this checkout lacks them (`expect_issue9`); once issue 9 is merged they run as ordinary checks,
-and `expect_issue9` should be deleted.
+Lines that need commands of branches merged after this one (`simdistill bag` and the new `simdistill demo`
+options of issue 9, `simdistill eval-model` of issue 7b: PENDING) are strict xfails while this checkout
+lacks them (`expect_unmerged`); once those branches are merged they run as ordinary checks, and
+`expect_unmerged` and PENDING should be deleted.
 """
 from __future__ import annotations
 
@@ -222,21 +223,29 @@ def check_parses(line: str, args: list[str]) -> None:
             pytest.fail(f"{line!r} does not parse: {err.getvalue().strip()}")
 
 
-def issue9_missing(args: list[str]) -> bool:
-    """The line needs a part of issue 9 this checkout lacks: `simdistill bag`, or the new demo's options."""
-    if not args or args[0] not in ("bag", "demo"):
-        return False
-    if args[0] == "bag":
-        return "bag" not in COMMANDS
+# commands of branches merged after this one: command -> branch (delete an entry once its branch is merged)
+PENDING = {"bag": "issue9", "eval-model": "issue7b"}
+
+
+def unmerged_branch(args: list[str]) -> str | None:
+    """The branch whose part of the CLI this line needs and this checkout lacks: a command of PENDING,
+    or the new demo's options (issue 9)."""
+    if not args:
+        return None
+    if args[0] in PENDING:
+        return PENDING[args[0]] if args[0] not in COMMANDS else None
     new_options = ISSUE9_DEMO_OPTIONS & set(args)
-    return bool(new_options) and not new_options <= set(option_actions(subcommand_parser("demo"), []))
+    if args[0] == "demo" and new_options and not new_options <= set(option_actions(subcommand_parser("demo"), [])):
+        return "issue9"
+    return None
 
 
-def expect_issue9(request: pytest.FixtureRequest, args_list: list[list[str]]) -> None:
-    """Strict xfail while issue 9 is not merged; delete this (and its calls) once it is."""
-    if any(issue9_missing(a) for a in args_list):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="needs the issue9 branch (simdistill bag, "
-                                                                  "simdistill demo --out/--ros/--force), not merged"))
+def expect_unmerged(request: pytest.FixtureRequest, args_list: list[list[str]]) -> None:
+    """Strict xfail while the branch a line needs is not merged; delete this (and its calls) once all are."""
+    branches = sorted({b for a in args_list if (b := unmerged_branch(a)) is not None})
+    if branches:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"needs the {', '.join(branches)} branch, "
+                                                                  "not merged here"))
 
 
 COMMAND_TABLE = [code_span(row[0]) for row in table_rows(section(README, "Commands"))]
@@ -249,25 +258,26 @@ def test_the_readme_has_the_commands_it_promises() -> None:
     assert len(COMMAND_TABLE) >= 10 and len(BLOCK_COMMANDS) >= 12 and len(INLINE) >= 3
     assert ["demo"] in [args for _, args in BLOCK_COMMANDS]
     assert {s.split()[1] for s in COMMAND_TABLE} >= set(COMMANDS), "every command of the CLI is in the table"
+    assert {s.split()[1] for s in COMMAND_TABLE} - set(COMMANDS) <= set(PENDING)
 
 
 @pytest.mark.parametrize("synopsis", COMMAND_TABLE, ids=lambda s: " ".join(s.split()[:3]))
 def test_command_table_synopsis_parses(synopsis: str, request: pytest.FixtureRequest) -> None:
     variants = synopsis_variants(synopsis)
-    expect_issue9(request, variants)
+    expect_unmerged(request, variants)
     for args in variants:
         check_parses(synopsis, args)
 
 
 @pytest.mark.parametrize("line,args", BLOCK_COMMANDS, ids=[line[:60] for line, _ in BLOCK_COMMANDS])
 def test_code_block_command_parses(line: str, args: list[str], request: pytest.FixtureRequest) -> None:
-    expect_issue9(request, [args])
+    expect_unmerged(request, [args])
     check_parses(line, args)
 
 
 @pytest.mark.parametrize("span", INLINE, ids=lambda s: s[:50])
 def test_inline_command_names_a_real_command_and_options(span: str, request: pytest.FixtureRequest) -> None:
-    expect_issue9(request, [span.split()[1:]])
+    expect_unmerged(request, [span.split()[1:]])
     check_options(span, span.split()[1:])
 
 
