@@ -8,7 +8,8 @@
   (simdistill_ros/ros/params.py SPECS): names in order, defaults with their types, ranges, and which ones
   change at run time.
 - The topic table names the params file's camera topics, the topics of docs/ros.md, and the topics the
-  node publishes and subscribes in node.py.
+  node publishes and subscribes in node.py. The launch-argument table equals launch/detector.launch.py.
+- The one-GPU recipe's accumulation keeps the paper's global batch of r50_nuscenes.yaml.
 - CI (.ci/run) runs the README's test command verbatim, every test has a time limit (pytest-timeout,
   setup.cfg), and the README's links to files point at files.
 
@@ -56,7 +57,13 @@ def section(text: str, heading: str) -> str:
 
 def table_rows(text: str) -> list[list[str]]:
     """Body rows of the first markdown table in `text`, cells stripped, `\\|` unescaped."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    all_lines = text.splitlines()
+    start = next((i for i, ln in enumerate(all_lines) if ln.startswith("|")), len(all_lines))
+    lines = []
+    for ln in all_lines[start:]:
+        if not ln.startswith("|"):
+            break
+        lines.append(ln)
     assert len(lines) >= 3, "no table found"
     rows = []
     for ln in lines[2:]:
