@@ -37,7 +37,7 @@ import numpy as np
 from simdistill_ros.bag.bagio import BagWriter, atomic_bag, factory
 from simdistill_ros.core.classes import CLASS_NAMES
 from simdistill_ros.core.config import NUSCENES_CAMERAS
-from simdistill_ros.core.frames import quaternion_to_matrix
+from simdistill_ros.core.frames import quaternion_to_matrix, yaw_quaternion
 from simdistill_ros.core.types import Detections
 from simdistill_ros.ros.convert import (MessageFactory, detections_to_msg, intrinsics_to_camera_info,
                                         matrix_to_transform, rgb_to_image)
@@ -269,8 +269,8 @@ class _Scene:
     def _gt_msg(self, det: Detections, boxes64: np.ndarray, tokens: list[str]) -> Any:
         msg = detections_to_msg(self.f, det, BASE_FRAME)
         for d, b, tok in zip(msg.detections, boxes64, tokens):  # float64 boxes, not the container's float32
-            d.bbox.center.position = self.f.point(*b[:3])
-            d.results[0].pose.pose.position = self.f.point(*b[:3])
+            d.bbox.center = self.f.pose(b[:3], yaw_quaternion(float(b[6])))
+            d.results[0].pose.pose = self.f.pose(b[:3], yaw_quaternion(float(b[6])))
             d.bbox.size = self.f.vector3(*b[3:6])
             d.id = tok
         return msg
