@@ -115,11 +115,14 @@ class BagWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._writer.__exit__(exc_type, exc, tb)
 
-    def add_topic(self, topic: str, msgtype: str, reliable: bool = True, transient_local: bool = False) -> None:
+    def add_topic(self, topic: str, msgtype: str, reliable: bool = True, transient_local: bool = False,
+                  definition: tuple[str, str] | None = None) -> None:
+        """Add a topic once; definition: (message definition text, RIHS01 hash) of a type the store lacks."""
         if topic in self._connections:
             return
+        extra = {"typestore": typestore()} if definition is None else {"msgdef": definition[0], "rihs01": definition[1]}
         self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=typestore(), offered_qos_profiles=[qos(reliable, transient_local)])
+            topic, msgtype, offered_qos_profiles=[qos(reliable, transient_local)], **extra)
         self.counts[topic] = 0
 
     def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
@@ -175,30 +178,40 @@ class BagReader:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
+        self.report = ReadReport()
+        self._reader: Any = None
+        self._stream: _McapStream | None = None
         try:
             self._reader = Reader(self.path)
             self._reader.open()
+            connections = [(c.topic, c.msgtype, int(c.msgcount)) for c in self._reader.connections]
         except Exception as e:  # rosbags raises ReaderError, and yaml/sqlite/mcap errors from below it
-            raise BagError(f"bag {self.path} cannot be opened: {type(e).__name__}: {e}") from e
-        self.report = ReadReport()
+            mcaps = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else [self.path]
+            if len(mcaps) != 1 or mcaps[0].suffix != ".mcap":
+                raise BagError(f"bag {self.path} cannot be opened: {type(e).__name__}: {e}") from e
+            # a truncated mcap (no summary at its end): read its records in file order up to the break
+            self._reader = None
+            self._stream = _McapStream(mcaps[0])
+            self.report.first_bad_record = f"bag {self.path}: {type(e).__name__}: {e}; read in file order instead"
+            connections = self._stream.connections()
         store = typestore()
         self.topics: dict[str, str] = {}
-        for conn in self._reader.connections:
-            if conn.msgtype in store.types:
-                self.topics[conn.topic] = conn.msgtype
+        self._counts: dict[str, int] = {}
+        for topic, msgtype, count in connections:
+            self._counts[topic] = self._counts.get(topic, 0) + count
+            if msgtype in store.types:
+                self.topics[topic] = msgtype
             else:
-                self.report.unknown_types[conn.topic] = conn.msgtype
+                self.report.unknown_types[topic] = msgtype
 
     @property
     def counts(self) -> dict[str, int]:
-        """Messages per topic, as the bag's metadata states them."""
-        out: dict[str, int] = {}
-        for conn in self._reader.connections:
-            out[conn.topic] = out.get(conn.topic, 0) + int(conn.msgcount)
-        return out
+        """Messages per topic, as the bag's metadata (or, for a truncated mcap, its readable part) states them."""
+        return dict(self._counts)
 
     def close(self) -> None:
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> "BagReader":
         return self
@@ -208,13 +221,16 @@ class BagReader:
 
     def messages(self, topics: set[str] | None = None) -> Iterator[BagMessage]:
         store = typestore()
-        conns = [c for c in self._reader.connections if c.topic in self.topics
-                 and (topics is None or c.topic in topics)]
+        wanted = {t for t in self.topics if topics is None or t in topics}
         last = "the start of the bag"
-        it = self._reader.messages(connections=conns)
+        if self._stream is not None:
+            it = self._stream.messages(wanted)
+        else:
+            it = ((c.topic, c.msgtype, t, raw) for c, t, raw in self._reader.messages(
+                connections=[c for c in self._reader.connections if c.topic in wanted]))
         while True:
             try:
-                conn, log_ns, raw = next(it)
+                topic, msgtype, log_ns, raw = next(it)
             except StopIteration:
                 return
             except Exception as e:  # a storage-level failure: keep what was read
@@ -222,14 +238,64 @@ class BagReader:
                 self.report.first_bad_record = (f"bag {self.path}: reading stopped after {self.report.total} messages "
                                                 f"(last good: {last}): {type(e).__name__}: {e}")
                 return
-            try:
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-            except Exception as e:  # a corrupt record: skip it
-                self.report.undecodable[conn.topic] = self.report.undecodable.get(conn.topic, 0) + 1
-                if not self.report.first_bad_record:
-                    self.report.first_bad_record = (f"bag {self.path} topic {conn.topic} at log time {log_ns} "
-                                                    f"({conn.msgtype}): {type(e).__name__}: {e}")
+            if topic not in wanted:
                 continue
-            self.report.read[conn.topic] = self.report.read.get(conn.topic, 0) + 1
-            last = f"topic {conn.topic} at log time {log_ns}"
-            yield BagMessage(conn.topic, conn.msgtype, int(log_ns), bytes(raw), msg)
+            try:
+                msg = store.deserialize_cdr(raw, msgtype)
+            except Exception as e:  # a corrupt record: skip it
+                self.report.undecodable[topic] = self.report.undecodable.get(topic, 0) + 1
+                if not self.report.first_bad_record:
+                    self.report.first_bad_record = (f"bag {self.path} topic {topic} at log time {log_ns} "
+                                                    f"({msgtype}): {type(e).__name__}: {e}")
+                continue
+            self.report.read[topic] = self.report.read.get(topic, 0) + 1
+            last = f"topic {topic} at log time {log_ns}"
+            yield BagMessage(topic, msgtype, int(log_ns), bytes(raw), msg)
+
+
+class _McapStream:
+    """The records of an mcap file read front to back with the mcap library (no summary section needed), for a
+    file cut short: Channel and Schema records give the topics, Message records the data, until the break."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _records(self) -> Iterator[Any]:
+        from mcap.stream_reader import StreamReader
+
+        with self.path.open("rb") as fh:
+            yield from StreamReader(fh, skip_magic=False).records
+
+    def connections(self) -> list[tuple[str, str, int]]:
+        """(topic, type, messages readable) of every channel before the break."""
+        from mcap.records import Channel, Message, Schema
+
+        schemas: dict[int, str] = {}
+        channels: dict[int, list[Any]] = {}
+        try:
+            for rec in self._records():
+                if isinstance(rec, Schema):
+                    schemas[rec.id] = rec.name
+                elif isinstance(rec, Channel):
+                    channels[rec.id] = [rec.topic, schemas.get(rec.schema_id, ""), 0]
+                elif isinstance(rec, Message) and rec.channel_id in channels:
+                    channels[rec.channel_id][2] += 1
+        except Exception:  # the break: what came before it is known
+            pass
+        return [(t, m, n) for t, m, n in channels.values()]
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        """(topic, type, log time, CDR bytes) in file order; the error at the break propagates."""
+        from mcap.records import Channel, Message, Schema
+
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, str]] = {}
+        for rec in self._records():
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel):
+                channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""))
+            elif isinstance(rec, Message) and rec.channel_id in channels:
+                topic, msgtype = channels[rec.channel_id]
+                if topic in topics:
+                    yield topic, msgtype, int(rec.log_time), bytes(rec.data)

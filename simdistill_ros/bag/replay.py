@@ -33,7 +33,7 @@ from simdistill_ros.bag.bagio import BagError, BagReader, BagWriter, ReadReport,
 from simdistill_ros.bag.from_nuscenes import BASE_FRAME, GT_MARKERS_TOPIC, GT_TOPIC, MAP_FRAME, VELOCITY_NS
 from simdistill_ros.bag.settings import absolute_topic
 from simdistill_ros.core.classes import CLASS_NAMES
-from simdistill_ros.core.sync import CameraSet, FrameSync, SyncError
+from simdistill_ros.core.sync import CameraSet, FrameSync, SyncError, SyncStats
 from simdistill_ros.core.tf_buffer import TransformBuffer, TransformError
 from simdistill_ros.core.types import Detections, Frame
 from simdistill_ros.ros.cdr import detection_array_cdr, marker_array_cdr
@@ -74,7 +74,7 @@ class ReplayResult:
     matches: dict[int, int | None] = field(default_factory=dict)
     gt_alignment: str = ""
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    sync: dict[str, Any] = field(default_factory=dict)
+    sync: dict[str, Any] = field(default_factory=lambda: sync_summary(SyncStats()))
     build_drops: Counter[str] = field(default_factory=Counter)
     refused_messages: Counter[str] = field(default_factory=Counter)
     read: ReadReport = field(default_factory=ReadReport)
@@ -138,8 +138,7 @@ def move_boxes(det: Detections, T_new_old: np.ndarray, stamp_ns: int) -> Detecti
     return Detections(b, det.scores, det.labels, det.class_names, stamp_ns=stamp_ns)
 
 
-def _summary_sync(sync: FrameSync[Any]) -> dict[str, Any]:
-    s = sync.stats
+def sync_summary(s: SyncStats) -> dict[str, Any]:
     return {"emitted": s.emitted, "partial": s.partial, "dropped_missing": s.dropped_missing,
             "dropped_skew": s.dropped_skew, "duplicates": s.duplicates, "out_of_order": s.out_of_order,
             "missing_by_camera": dict(s.missing_by_camera), "last_drop": s.last_drop}
@@ -227,7 +226,7 @@ class _Replay:
             self.process(cset)
         self.builder.close()
         r = self.result
-        r.sync = _summary_sync(self.sync)
+        r.sync = sync_summary(self.sync.stats)
         stamps = np.array(sorted(s.stamp_ns for s in r.sets), dtype=np.int64)
         aligned, unaligned = 0, 0
         for t_gt, msg in sorted(self.gt_msgs.items()):
@@ -273,8 +272,9 @@ def check_topics(reader: BagReader, params: NodeParams) -> None:
             hint = ""
             if not params.compressed and f"{topic}/compressed" in reader.topics:
                 hint = " (the bag has compressed images: pass --compressed)"
+            broken = f" ({reader.report.first_bad_record})" if reader.report.first_bad_record else ""
             raise BagError(f"bag {reader.path}: no topic {topic} for camera {cam}{hint}; the bag has "
-                           f"{', '.join(present) or 'no topics'}")
+                           f"{', '.join(present) or 'no topics'}{broken}")
         if reader.topics[topic] != want:
             raise BagError(f"bag {reader.path}: camera {cam} topic {topic} has type {reader.topics[topic]}, "
                            f"expected {want}")
