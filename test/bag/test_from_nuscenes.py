@@ -211,3 +211,20 @@ def test_existing_output_is_refused_and_a_bad_record_leaves_nothing(world, raw_b
     finally:
         moved.rename(image)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_from_nuscenes_command(world, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    from simdistill_ros.cli import main
+
+    args = ["bag", "from-nuscenes", "--dataroot", str(world.root), "--split", "val", "--out", str(tmp_path / "val"),
+            "--keyframes-only", "--storage", "sqlite3", "--no-progress"]
+    assert main(args) == 0
+    assert "1 scenes, 2 key frames, 12 camera images" in capsys.readouterr().out
+    meta = yaml.safe_load((tmp_path / "val" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["storage_identifier"] == "sqlite3" and meta["custom_data"]["scenes"] == "scene-0003"
+    assert main(args) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*args[:-1], "--force", "--no-progress"]) == 0
+    assert main(["bag", "from-nuscenes", "--dataroot", str(world.root), "--scene", "nope", "--out",
+                 str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "scene 'nope' is not in the database" in capsys.readouterr().err
