@@ -83,24 +83,30 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report_files(out_dir: Path, report: dict[str, Any], result: ReplayResult) -> list[str]:
+    """report.json and the pictures (bev_<stamp>.png, cameras_<stamp>.png) of the kept sets into an existing
+    folder; returns the picture file names."""
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    names = []
+    by_set = {s: t for t, s in result.matches.items() if s is not None}
+    for rec in result.sets:
+        if rec.frame is None or rec.det is None:
+            continue
+        t_gt = by_set.get(rec.stamp_ns)
+        gt = result.gt_aligned.get(t_gt) if t_gt is not None else None
+        title = f"set {rec.stamp_ns / 1e9:.3f} s" + (f", key frame {t_gt / 1e9:.3f} s" if t_gt else "")
+        draw_bev(out_dir / f"bev_{rec.stamp_ns}.png", rec.det, gt, title)
+        draw_cameras(out_dir / f"cameras_{rec.stamp_ns}.png", rec.frame, rec.det, gt)
+        names += [f"bev_{rec.stamp_ns}.png", f"cameras_{rec.stamp_ns}.png"]
+    return names
+
+
 def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any], result: ReplayResult,
                  force: bool = False) -> list[Path]:
-    """report.json and the pictures (bev_<stamp>.png, cameras_<stamp>.png) of the kept sets, atomically into
-    out_dir. Returns the picture paths (final locations)."""
+    """write_report_files into a new folder, atomically (an existing one only with force)."""
     from training.fsutil import atomic_dir
 
     out_dir = Path(out_dir)
-    names = []
     with atomic_dir(out_dir, force) as tmp:
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-        by_set = {s: t for t, s in result.matches.items() if s is not None}
-        for rec in result.sets:
-            if rec.frame is None or rec.det is None:
-                continue
-            t_gt = by_set.get(rec.stamp_ns)
-            gt = result.gt_aligned.get(t_gt) if t_gt is not None else None
-            title = f"set {rec.stamp_ns / 1e9:.3f} s" + (f", key frame {t_gt / 1e9:.3f} s" if t_gt else "")
-            draw_bev(tmp / f"bev_{rec.stamp_ns}.png", rec.det, gt, title)
-            draw_cameras(tmp / f"cameras_{rec.stamp_ns}.png", rec.frame, rec.det, gt)
-            names += [f"bev_{rec.stamp_ns}.png", f"cameras_{rec.stamp_ns}.png"]
+        names = write_report_files(tmp, report, result)
     return [out_dir / n for n in names]

@@ -45,6 +45,7 @@ class Recorded:
     from a set's last image to its detections (None: none arrived in time); the stamps of /diagnostics."""
 
     detections: dict[int, bytes] = field(default_factory=dict)
+    markers: dict[int, bytes] = field(default_factory=dict)
     latency_s: dict[int, float | None] = field(default_factory=dict)
     diagnostics_stamps_ns: list[int] = field(default_factory=list)
 
@@ -52,7 +53,8 @@ class Recorded:
 class BagPlayer:
     """Publishers for `topics` (name -> ROS type), /clock, and recorders of `detections_topic` and /diagnostics."""
 
-    def __init__(self, topics: dict[str, str], detections_topic: str, name: str = "simdistill_bag_player") -> None:
+    def __init__(self, topics: dict[str, str], detections_topic: str, markers_topic: str | None = None,
+                 name: str = "simdistill_bag_player") -> None:
         self.ctx = Context()
         rclpy.init(context=self.ctx)
         self.node = Node(name, context=self.ctx)
@@ -67,6 +69,9 @@ class BagPlayer:
         self._arrivals: dict[int, float] = {}
         self.node.create_subscription(MSGS.cls("vision_msgs/msg/Detection3DArray"), detections_topic,
                                       self._on_detections, reliable, raw=True)
+        if markers_topic is not None:
+            self.node.create_subscription(MSGS.cls("visualization_msgs/msg/MarkerArray"), markers_topic,
+                                          self._on_markers, reliable, raw=True)
         self.node.create_subscription(MSGS.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics",
                                       self._on_diagnostics, reliable)
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -89,6 +94,15 @@ class BagPlayer:
         with self.lock:
             self.recorded.detections[stamp] = bytes(raw)
             self._arrivals[stamp] = time.monotonic()
+
+    def _on_markers(self, raw: bytes) -> None:
+        from rclpy.serialization import deserialize_message
+
+        msg = deserialize_message(raw, MSGS.cls("visualization_msgs/msg/MarkerArray"))
+        if msg.markers:
+            stamp = int(msg.markers[0].header.stamp.sec) * 1_000_000_000 + int(msg.markers[0].header.stamp.nanosec)
+            with self.lock:
+                self.recorded.markers[stamp] = bytes(raw)
 
     def _on_diagnostics(self, msg: Any) -> None:
         with self.lock:
