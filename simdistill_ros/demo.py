@@ -134,17 +134,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 def _detections_from_node(det_raw: bytes, markers_raw: bytes | None) -> Any:
-    """A node's Detection3DArray (and MarkerArray, for the velocities) as core Detections."""
-    from rclpy.serialization import deserialize_message
-
+    """A node's Detection3DArray (and MarkerArray, for the velocities), CDR bytes decoded by rosbags, as Detections."""
     from simdistill_ros.bag.bagio import typestore
     from simdistill_ros.core.classes import CLASS_NAMES
     from simdistill_ros.core.types import Detections
-    from simdistill_ros.ros.bag_player import MSGS
     from simdistill_ros.ros.convert import detection_array_to_boxes, stamp_to_ns
     from simdistill_ros.ros.markers import velocities_from_markers
 
-    msg = deserialize_message(det_raw, MSGS.cls("vision_msgs/msg/Detection3DArray"))
+    msg = typestore().deserialize_cdr(det_raw, "vision_msgs/msg/Detection3DArray")
     boxes, scores, names = detection_array_to_boxes(msg)
     vel = np.zeros((len(boxes), 2))
     if markers_raw is not None:
