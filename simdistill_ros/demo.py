@@ -108,6 +108,15 @@ def _check_out(out: Path, force: bool) -> None:
         raise FileExistsError(f"output folder {out} exists and is not empty; pass --force to replace it")
 
 
+def _check_ros_installed() -> None:
+    import importlib.util
+
+    missing = [m for m in ("rclpy", "vision_msgs", "tf2_msgs", "rosgraph_msgs") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"--ros needs the ROS 2 Python packages {', '.join(missing)}: source a ROS 2 install, or "
+                         "pip install 'simdistill_ros[ros]' and run scripts/build_interfaces.py (docs/ros.md)")
+
+
 def _ros_environment() -> dict[str, str]:
     """DDS on loopback with a domain of this run's own, set before rclpy is imported or a node starts."""
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -226,6 +235,8 @@ def main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
     _check_out(out, args.force)
+    if args.ros:
+        _check_ros_installed()
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else bundled_checkpoint()
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
