@@ -15,7 +15,8 @@ from types import FrameType
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("simdistill_ros.demo", "run the tiny detector on generated camera images and print the boxes"),
+    "demo": ("simdistill_ros.demo", "the product end to end on a generated world: a bag, replay through the bundled "
+                                    "model, metrics, latency and pictures (--ros: through a real detector_node)"),
     "bag": ("simdistill_ros.bag_cli", "rosbag2 tools: from-nuscenes (dataroot to bag) and replay (detector over a bag, "
                                       "metrics, latency, pictures)"),
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
