@@ -147,6 +147,8 @@ class _Scene:
             if not sd["next"]:
                 return out
             sd = self.nusc.get("sample_data", sd["next"])
+            if self.nusc.get("sample", sd["sample_token"])["scene_token"] != self.scene["token"]:
+                return out
 
     def _pose(self, sd: dict[str, Any]) -> int:
         stamp = int(sd["timestamp"]) * 1000
