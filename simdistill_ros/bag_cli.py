@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simdistill_ros.bag import BAG_MODULES, require
 from simdistill_ros.bag.bagio import STORAGES
 
 
@@ -138,6 +139,7 @@ def replay_main(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    require(BAG_MODULES, f"simdistill bag {args.bag_command}")
     if args.bag_command == "from-nuscenes":
         return from_nuscenes_main(args)
     return replay_main(args)

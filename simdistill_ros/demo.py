@@ -232,6 +232,9 @@ def main(args: argparse.Namespace) -> int:
     from training.data.nuscenes import load_nuscenes, split_scene_names
     from training.fsutil import atomic_dir
 
+    from simdistill_ros.bag import BAG_MODULES, require
+
+    require(BAG_MODULES, "simdistill demo")
     t_start = time.perf_counter()
     out = Path(args.out)
     _check_out(out, args.force)
