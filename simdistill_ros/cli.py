@@ -15,7 +15,10 @@ from types import FrameType
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("simdistill_ros.demo", "run the tiny detector on generated camera images and print the boxes"),
+    "demo": ("simdistill_ros.demo", "the product end to end on a generated world: a bag, replay through the bundled "
+                                    "model, metrics, latency and pictures (--ros: through a real detector_node)"),
+    "bag": ("simdistill_ros.bag_cli", "rosbag2 tools: from-nuscenes (dataroot to bag) and replay (detector over a bag, "
+                                      "metrics, latency, pictures)"),
     "bench": ("simdistill_ros.bench", "median per-stage latency and peak memory of the student"),
     "bench-ros": ("simdistill_ros.bench_ros", "the ROS node's own overhead and its publish-to-receive latency"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.main(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # ParameterError and BagError are ValueErrors
         print(f"simdistill {name}: error: {e}", file=sys.stderr)
         return 2
 

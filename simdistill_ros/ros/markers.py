@@ -138,3 +138,21 @@ def detections_to_markers(f: MessageFactory, det: Detections, frame_id: str, lif
             texture=texture, uv_coordinates=[], text=m.text, mesh_resource="", mesh_file=mesh,
             mesh_use_embedded_materials=False))
     return f("visualization_msgs/msg/MarkerArray", markers=markers)
+
+
+def velocities_from_markers(msg: Any, centres_m3: np.ndarray, ns: str = "simdistill") -> np.ndarray:
+    """M x 2 (vx, vy) of boxes with these centres, read back from a MarkerArray of `detections_to_markers`:
+    each velocity arrow (marker id 2, six points per moving box) starts at its box's centre. Boxes without
+    an arrow (speed <= MOVING_SPEED) get 0."""
+    centres = np.asarray(centres_m3, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros((len(centres), 2))
+    for m in msg.markers:
+        if m.ns != ns or int(m.id) != 2 or int(m.action) != ADD:
+            continue
+        pts = np.array([[p.x, p.y, p.z] for p in m.points], dtype=np.float64).reshape(-1, 6, 3)
+        for arrow in pts:
+            if len(centres):
+                i = int(np.argmin(np.linalg.norm(centres - arrow[0], axis=1)))
+                if np.linalg.norm(centres[i] - arrow[0]) < 1e-6:
+                    out[i] = (arrow[1] - arrow[0])[:2]
+    return out
