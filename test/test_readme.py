@@ -13,10 +13,9 @@
 - CI (.ci/run) runs the README's test command verbatim, every test has a time limit (pytest-timeout,
   setup.cfg), and the README's links to files point at files.
 
-Lines that need commands of branches merged after this one (`simdistill bag` and the new `simdistill demo`
-options of issue 9, `simdistill eval-model` of issue 7b: PENDING) are strict xfails while this checkout
-lacks them (`expect_unmerged`); once those branches are merged they run as ordinary checks, and
-`expect_unmerged` and PENDING should be deleted.
+Lines that need a command of a branch merged after this one (`simdistill eval-model` of issue 7b: PENDING)
+are strict xfails while this checkout lacks it (`expect_unmerged`); once that branch is merged they run as
+ordinary checks, and `expect_unmerged` and PENDING should be deleted.
 """
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")
-ISSUE9_DEMO_OPTIONS = {"--out", "--ros", "--force"}
 
 
 # -- reading the README --
@@ -231,20 +229,12 @@ def check_parses(line: str, args: list[str]) -> None:
 
 
 # commands of branches merged after this one: command -> branch (delete an entry once its branch is merged)
-PENDING = {"bag": "issue9", "eval-model": "issue7b"}
+PENDING = {"eval-model": "issue7b"}
 
 
 def unmerged_branch(args: list[str]) -> str | None:
-    """The branch whose part of the CLI this line needs and this checkout lacks: a command of PENDING,
-    or the new demo's options (issue 9)."""
-    if not args:
-        return None
-    if args[0] in PENDING:
-        return PENDING[args[0]] if args[0] not in COMMANDS else None
-    new_options = ISSUE9_DEMO_OPTIONS & set(args)
-    if args[0] == "demo" and new_options and not new_options <= set(option_actions(subcommand_parser("demo"), [])):
-        return "issue9"
-    return None
+    """The branch whose command this line needs and this checkout lacks (PENDING)."""
+    return PENDING[args[0]] if args and args[0] in PENDING and args[0] not in COMMANDS else None
 
 
 def expect_unmerged(request: pytest.FixtureRequest, args_list: list[list[str]]) -> None:
