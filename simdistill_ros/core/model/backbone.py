@@ -145,7 +145,8 @@ def load_torchvision_weights(model: ResNet, state_dict: Mapping[str, Tensor]) ->
     mismatched = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                         for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
     if missing or unexpected or mismatched:
-        parts = [f"cannot load ResNet-{model.depth} weights (width {model.width}):"]
+        width = "" if model.width == 64 else f" (width {model.width}; ImageNet weights fit width 64 only)"
+        parts = [f"cannot load ResNet-{model.depth} weights{width}:"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
         if unexpected:
