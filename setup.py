@@ -45,7 +45,7 @@ ROS_BUILD = [
 ]
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ml_dtypes<0.6"]
 # mcap + mcap-ros2-support: the independent reader of the bag tools' mcap files (test/bag)
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "shapely~=2.0.3", "colcon-common-extensions>=0.3", "mcap==1.6.0",
+TEST = ["pytest>=8", "pytest-timeout==2.4.0", "shapely~=2.0.3", "colcon-common-extensions>=0.3", "mcap==1.6.0",
         "mcap-ros2-support==0.6.0"]
 
 setup(

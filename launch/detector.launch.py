@@ -1,8 +1,11 @@
-"""Start detector_node: `ros2 launch simdistill_ros detector.launch.py model:=/path/to/student.pt`.
+"""Start detector_node: `ros2 launch simdistill_ros detector.launch.py [model:=/path/to/student.pt]`.
 
 Arguments: params_file (default: the package's config/detector.param.yaml), namespace, use_sim_time,
-model, backend, device. Camera topics come from the params file (image_topics, camera_info_topics:
-relative names, so a namespace moves them). Needs launch and launch_ros (a full ROS 2 install).
+model (default empty: the node loads the bundled model, simdistill_ros.models.BUNDLED_CHECKPOINT),
+backend, device. model, backend and device override the params file. They are passed as strings
+(ParameterValue with value_type=str): launch_ros would otherwise read them as YAML, and an empty model
+would become None. Camera topics come from the params file (image_topics, camera_info_topics: relative
+names, so a namespace moves them). Needs launch and launch_ros (a full ROS 2 install); never run here.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="parameters of detector_node"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
-        DeclareLaunchArgument("model", description="student checkpoint (.pt)"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="student checkpoint (.pt), ONNX file or engine; empty: the bundled model"),
         DeclareLaunchArgument("backend", default_value="auto", description="torch, onnxruntime, tensorrt or auto"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or cuda:N"),
     ]
@@ -38,9 +42,9 @@ def generate_launch_description() -> LaunchDescription:
             LaunchConfiguration("params_file"),
             {
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-                "model": LaunchConfiguration("model"),
-                "backend": LaunchConfiguration("backend"),
-                "device": LaunchConfiguration("device"),
+                "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
+                "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
+                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
             },
         ],
     )

@@ -3,12 +3,14 @@
 node.py declares every entry with a ParameterDescriptor (floating/integer ranges from this table, so
 rclpy itself refuses out-of-range values at start and through SetParameters), reads them back, and
 calls `validate`, which checks what a range cannot (choices, lists, files, cross-field rules) and raises
-a `ParameterError` naming the parameter. Nothing falls back silently. No ROS import here.
+a `ParameterError` naming the parameter. Nothing falls back silently: an empty `model` is the documented
+default, the bundled checkpoint (`resolve_model`), and the node logs the path it loaded. No ROS import here.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from simdistill_ros.core.config import NUSCENES_CAMERAS
@@ -38,7 +40,8 @@ DEFAULT_IMAGE_TOPICS = [f"{c.lower()}/image_raw" for c in NUSCENES_CAMERAS]
 DEFAULT_INFO_TOPICS = [f"{c.lower()}/camera_info" for c in NUSCENES_CAMERAS]
 
 SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "", "path of the student checkpoint (.pt)"),
+    ParamSpec("model", "", "student checkpoint (.pt), ONNX file or TensorRT engine; empty: the bundled model "
+                           "(simdistill_ros.models.BUNDLED_CHECKPOINT)"),
     ParamSpec("backend", "auto", "inference backend: torch, onnxruntime, tensorrt or auto"),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N"),
     ParamSpec("precision", "fp32", "fp32, or fp16 (CUDA only)"),
@@ -115,6 +118,25 @@ def _choice(values: dict[str, Any], name: str, choices: tuple[str, ...]) -> None
         raise ParameterError(name, f"{values[name]!r} is not one of {', '.join(choices)}")
 
 
+def resolve_model(model: str) -> str:
+    """The model file to load: `model`, or the bundled checkpoint when `model` is empty.
+
+    simdistill_ros.models is imported only here and only then, so a node given a model starts without it;
+    a missing bundled model is a ParameterError naming the path that was looked for."""
+    if model:
+        return model
+    try:
+        from simdistill_ros.models import BUNDLED_CHECKPOINT
+    except ImportError as e:
+        where = Path(__file__).resolve().parents[1] / "models"
+        raise ParameterError("model", f"empty, and the bundled model is not installed ({where}: {e}); "
+                                      "set it to a student checkpoint (-p model:=/path/to/model.pt)") from e
+    if not Path(BUNDLED_CHECKPOINT).is_file():
+        raise ParameterError("model", f"empty, and the bundled model {BUNDLED_CHECKPOINT} does not exist; "
+                                      "set it to a student checkpoint (-p model:=/path/to/model.pt)")
+    return str(BUNDLED_CHECKPOINT)
+
+
 def validate(values: dict[str, Any]) -> NodeParams:
     """Check the values read back from the node (one per SPECS entry); ParameterError names the first bad one."""
     for spec in SPECS:
@@ -122,9 +144,7 @@ def validate(values: dict[str, Any]) -> NodeParams:
             lo, hi, _ = spec.range
             if not lo <= values[spec.name] <= hi:
                 raise ParameterError(spec.name, f"{values[spec.name]} is outside [{lo}, {hi}]")
-    model = str(values["model"])
-    if not model:
-        raise ParameterError("model", "empty; set it to a student checkpoint (-p model:=/path/to/model.pt)")
+    model = resolve_model(str(values["model"]))
     if not os.path.isfile(model):
         raise ParameterError("model", f"file {model} does not exist")
     _choice(values, "backend", BACKENDS)
@@ -148,7 +168,7 @@ def validate(values: dict[str, Any]) -> NodeParams:
     if not values["target_frame"]:
         raise ParameterError("target_frame", "empty")
     fields = {spec.name: values[spec.name] for spec in SPECS}
-    fields.update(cameras=cameras, image_topics=tuple(values["image_topics"]),
+    fields.update(model=model, cameras=cameras, image_topics=tuple(values["image_topics"]),
                   camera_info_topics=tuple(values["camera_info_topics"]))
     return NodeParams(**fields)
 

@@ -3,6 +3,9 @@ Fast DDS profile (loopback only), and the launch file where launch_ros can be im
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
+import types
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -21,8 +24,7 @@ def test_params_file_sets_every_parameter_and_validates(tmp_path) -> None:  # no
     assert set(values) == {s.name for s in SPECS}
     for spec in SPECS:
         assert type(values[spec.name]) is type(spec.default), spec.name
-    with pytest.raises(ParameterError, match="'model'"):
-        validate(values)  # the file leaves the model to the user
+    assert values["model"] == ""  # the bundled model
     model = tmp_path / "m.pt"
     model.write_bytes(b"")
     p = validate(dict(values, model=str(model)))
@@ -31,6 +33,25 @@ def test_params_file_sets_every_parameter_and_validates(tmp_path) -> None:  # no
         validate(dict(values, model=str(model), image_topics=values["image_topics"][:5]))
     with pytest.raises(ParameterError, match="'anchor_camera'"):
         validate(dict(values, model=str(model), anchor_camera="CAM_NOSE"))
+
+
+def test_empty_model_is_the_bundled_checkpoint_imported_lazily(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    values = params()
+    bundled = types.ModuleType("simdistill_ros.models")
+    bundled.BUNDLED_CHECKPOINT = tmp_path / "simdistill_synth.pt"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "simdistill_ros.models", bundled)
+    missing = re.escape(str(tmp_path / "simdistill_synth.pt"))
+    with pytest.raises(ParameterError, match=f"'model': empty, and the bundled model {missing} does not exist; set it"):
+        validate(values)
+    bundled.BUNDLED_CHECKPOINT.write_bytes(b"")
+    assert validate(values).model == str(tmp_path / "simdistill_synth.pt")
+    assert validate(dict(values, model=str(tmp_path / "simdistill_synth.pt"))).model.endswith("simdistill_synth.pt")
+    monkeypatch.setitem(sys.modules, "simdistill_ros.models", None)  # not installed: import fails
+    with pytest.raises(ParameterError, match=r"'model': empty, and the bundled model is not installed \(.*models"):
+        validate(values)
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"")
+    assert validate(dict(values, model=str(other))).model == str(other)  # a given model needs no bundled one
 
 
 def test_rviz_config_shows_markers_tf_and_the_six_images() -> None:
@@ -73,5 +94,7 @@ def test_launch_file_describes_the_node() -> None:  # pragma: no cover - needs a
     desc = module.generate_launch_description()
     args = {a.name for a in desc.get_launch_arguments()}
     assert args == {"params_file", "namespace", "use_sim_time", "model", "backend", "device"}
+    default = next(a for a in desc.get_launch_arguments() if a.name == "model").default_value
+    assert "".join(s.text for s in default) == ""
     nodes = [e for e in desc.entities if isinstance(e, Node)]
     assert len(nodes) == 1 and nodes[0].node_executable == "detector_node"

@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny synthetic world: synth.generate -> build_infos -> CameraDetectionDataset
 (+ augmentation, multiprocess DataLoader, collate) -> predictions_to_results -> `simdistill eval`, and the
-Detector on a demo.load_frame Frame. Each piece has its own tests on its own data; these prove they fit.
+Detector on a train_helpers.load_frame Frame. Each piece has its own tests on its own data; these prove they
+fit.
 One dataroot (2 scenes x 3 key frames at 90x160, 2 sweeps) is generated once for the module."""
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.preprocess import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from simdistill_ros.core.types import Detections
-from simdistill_ros.demo import load_frame
 from training import evaluate as ev
 from training.data.augment import BevAugConfig, ImageAugConfig, transform_points
 from training.data.dataset import CameraDetectionDataset, collate
@@ -30,6 +30,7 @@ from training.data.synth.render import render_camera
 from training.data.synth.world import ANNOTATION_RANGE, make_world
 
 import box_helpers
+from train_helpers import load_frame
 points_in_boxes = box_helpers.points_in_boxes
 
 SEED, SCENES, SAMPLES, SIZE, SWEEPS = 3, 2, 3, (90, 160), 2
@@ -326,7 +327,7 @@ def test_ground_truth_as_predictions_scores_perfectly_via_cli(dataroot: Path, tm
 
 
 def test_detector_on_synthetic_frame_evaluates(dataroot: Path, small_config: DetectorConfig, tmp_path: Path) -> None:
-    """demo.load_frame gives a Frame whose calibration is the loader's; a random-weight shrunken tiny
+    """train_helpers.load_frame gives a Frame whose calibration is the loader's; a random-weight shrunken tiny
     student detects on it and its detections, as a results JSON, go through the devkit evaluation."""
     cfg = small_config
     torch.manual_seed(0)

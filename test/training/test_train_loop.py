@@ -18,7 +18,6 @@ from simdistill_ros.core.checkpoint import load_checkpoint
 from simdistill_ros.core.config import DetectorConfig
 from simdistill_ros.core.detector import Detector
 from simdistill_ros.core.types import Frame
-from simdistill_ros.demo import load_frame
 from training import loop
 from training.loop import TrainingError, TrainRequest, train
 from training.teacher.checkpoint import save_teacher
@@ -66,7 +65,7 @@ def test_student_distils_logs_every_term_and_deploys(teacher_run: Path, tiny_wor
     config, _, meta = load_checkpoint(result.final_model)
     assert config == detector_config and meta["stage"] == "student"
     det = Detector.from_checkpoint(result.final_model)
-    frame, *_ = load_frame(tiny_world, "v1.0-trainval", 0)
+    frame, *_ = train_helpers.load_frame(tiny_world, "v1.0-trainval", 0)
     keep = [i for i, c in enumerate(frame.calibrations) if c.name in train_helpers.CAMERAS]
     out = det.detect(Frame(tuple(frame.images[i] for i in keep), tuple(frame.calibrations[i] for i in keep)))
     assert out.boxes.shape[1] == 9 and np.isfinite(out.boxes).all()

@@ -1,18 +1,41 @@
 """Helpers of the training-loop tests (not used by the package): a two-camera version of the small test
-config saved as a preset YAML, training configs written from plain data, and a one-off tiny world."""
+config saved as a preset YAML, training configs written from plain data, a one-off tiny world, and a key
+frame of a dataroot as a core Frame (`load_frame`, formerly in the old demo)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from simdistill_ros.core.config import DetectorConfig, GeometryConfig, save_detector_config
+from simdistill_ros.core.types import CameraCalibration, Frame
 from training.config import TrainConfig, load_train_config
 
 CAMERAS = ("CAM_FRONT", "CAM_BACK")
 WORLD = {"scenes": 2, "samples_per_scene": 3, "seed": 5, "image_size": (90, 160), "sweeps": 2}
+
+
+def load_frame(dataroot: Path, version: str, index: int) -> tuple[Frame, np.ndarray, list[str], str]:
+    """Frame (images + calibration) of the index-th key frame of the dataroot's val split (else train), with
+    its ground truth (N x 9 boxes in the ego frame, class names) and sample token."""
+    from training.data.dataset import read_image
+    from training.data.nuscenes import build_infos, split_scene_names
+
+    split = "val" if split_scene_names(dataroot, version, "val") else "train"
+    infos = build_infos(dataroot, version, split)
+    if not infos:
+        raise ValueError(f"dataroot {dataroot} ({version}, split {split}) has no samples")
+    info = infos[index % len(infos)]
+    images, calibs = [], []
+    for cam in info.cameras:
+        rgb = read_image(cam.image_path)
+        images.append(rgb)
+        calibs.append(CameraCalibration(cam.name, cam.K, cam.cam_to_ego, rgb.shape[:2]))
+    frame = Frame(tuple(images), tuple(calibs), stamp_ns=int(info.timestamp) * 1000)
+    return frame, info.gt_boxes, list(info.gt_names), info.token
 
 
 def two_camera(config: DetectorConfig) -> DetectorConfig:
