@@ -52,7 +52,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    package_data={f"{PACKAGE}.ros": ["msg/*/*.msg"]},
+    package_data={f"{PACKAGE}.ros": ["msg/*/*.msg"], f"{PACKAGE}.models": ["*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -71,7 +71,7 @@ setup(
         "test": TEST,
         "all": TRAIN + BAG + ROS + ROS_BUILD + EXPORT + TEST,
     },
-    zip_safe=True,
+    zip_safe=False,  # the bundled checkpoint is read from a real file path
     maintainer="simdistill_ros maintainers",
     maintainer_email="maintainers@simdistill-ros.invalid",
     description="Camera-only 3D object detection distilled from a LiDAR+camera teacher (SimDistill), for ROS 2.",

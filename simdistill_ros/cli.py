@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-ros": ("simdistill_ros.bench_ros", "the ROS node's own overhead and its publish-to-receive latency"),
     "synth": ("training.data.synth.cli", "write a synthetic driving world as a nuScenes-format dataroot"),
     "eval": ("training.evaluate", "score a nuScenes results JSON with the nuScenes devkit"),
+    "eval-model": ("training.eval_model", "score a student checkpoint (or random weights) with the devkit on a split"),
     "export": ("training.export", "export a student checkpoint to ONNX (any rig) or a TensorRT engine"),
     "train": ("training.train_cli", "train the teacher, the distilled student or the camera-only baseline"),
     "train-bench": ("training.bench_train", "training throughput: the loader alone and one step per stage"),

@@ -135,6 +135,8 @@ class ModelConfig:
     lidar_channels: channels of the teacher's LiDAR BEV map, the target of the student's CMD projection.
     decoder_channels: BEV decoder stages (128, 256, 512) at strides 2, 4, 4 of the head grid.
     head_channels: CenterHead shared conv output (64).
+    backbone_width: base channels of the ResNet (stem and layer1; layer2..4 have 2x, 4x, 8x). 64 is the
+        standard ResNet and the only width ImageNet weights fit; 16-32 are for CPU-sized models (demo).
     """
 
     backbone_depth: int
@@ -145,11 +147,14 @@ class ModelConfig:
     decoder_channels: tuple[int, int, int]
     head_channels: int
     gcm: GCMConfig
+    backbone_width: int = 64
     camera_names: tuple[str, ...] = NUSCENES_CAMERAS
     tasks: tuple[TaskSpec, ...] = DEFAULT_TASKS
 
     def __post_init__(self) -> None:
         _require(self.backbone_depth in (18, 34, 50), "model.backbone_depth", "must be 18, 34 or 50")
+        _require(8 <= self.backbone_width <= 256 and self.backbone_width % 8 == 0, "model.backbone_width",
+                 f"must be a multiple of 8 in [8, 256], got {self.backbone_width}")
         for name in ("neck_channels", "context_channels", "fuser_channels", "lidar_channels", "head_channels"):
             _require(getattr(self, name) > 0, f"model.{name}", "must be positive")
         _require(len(self.decoder_channels) == 3, "model.decoder_channels", "needs 3 stages")

@@ -18,7 +18,7 @@ from simdistill_ros.core.config import (
 )
 
 
-@pytest.mark.parametrize("name", ["tiny", "r50"])
+@pytest.mark.parametrize("name", ["tiny", "r50", "toy", "demo"])
 def test_presets_load_and_round_trip(name: str, tmp_path: Path) -> None:
     cfg = load_preset(name)
     assert cfg.name == name
@@ -120,3 +120,19 @@ def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         g.feature_stride = 4  # type: ignore[misc]
     assert isinstance(g, GeometryConfig)
+
+
+def test_backbone_width_defaults_validates_and_round_trips(tmp_path: Path) -> None:
+    d = _tiny_dict()
+    del d["model"]["backbone_width"]  # presets written before the field load as the standard ResNet
+    assert config_from_dict(DetectorConfig, d).model.backbone_width == 64
+    for bad in (0, 12, 512):
+        d["model"]["backbone_width"] = bad
+        with pytest.raises(ValueError, match=r"model\.backbone_width"):
+            config_from_dict(DetectorConfig, d)
+    d["model"]["backbone_width"] = 16
+    cfg = config_from_dict(DetectorConfig, d)
+    out = tmp_path / "w.yaml"
+    save_detector_config(cfg, out)
+    assert load_detector_config(out).model.backbone_width == 16
+    assert load_detector_config(out) == cfg

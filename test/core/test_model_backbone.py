@@ -117,3 +117,28 @@ def test_outputs_are_c3_c4_c5(depth: int, channels: tuple[int, int, int]) -> Non
     assert c5.shape == (1, channels[2], 2, 3)
     with pytest.raises(ValueError, match="depth"):
         ResNet(101)
+
+
+def test_narrow_width_scales_every_stage() -> None:
+    """A width-16 ResNet-18 has a quarter of the standard channels everywhere (the reference shapes,
+    every output channel divided by 4) and C3/C4/C5 with 32/64/128 channels."""
+    ref = {k: s for k, s in torchvision_resnet_shapes(18).items() if not k.startswith("fc.")}
+    quarter = {k: tuple(d // 4 if i < 2 and not (k == "conv1.weight" and i == 1) else d for i, d in enumerate(s))
+               for k, s in ref.items()}
+    model = ResNet(18, width=16).eval()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == quarter
+    assert model.out_channels == (32, 64, 128)
+    with torch.no_grad():
+        c3, c4, c5 = model(torch.randn(2, 3, 64, 96))
+    assert (c3.shape, c4.shape, c5.shape) == ((2, 32, 8, 12), (2, 64, 4, 6), (2, 128, 2, 3))
+    with pytest.raises(ValueError, match=r"width 16"):
+        load_torchvision_weights(model, _random_state_dict(torchvision_resnet_shapes(18)))
+
+
+def test_default_width_is_the_standard_resnet() -> None:
+    torch.manual_seed(0)
+    a = ResNet(18).state_dict()
+    torch.manual_seed(0)
+    b = ResNet(18, width=64).state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)

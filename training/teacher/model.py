@@ -48,7 +48,7 @@ class Teacher(nn.Module):
         self.geometry = geometry
         self.lidar_config = lidar
         C = config.context_channels
-        self.backbone = ResNet(config.backbone_depth)
+        self.backbone = ResNet(config.backbone_depth, config.backbone_width)
         self.neck = LSSFPNNeck(self.backbone.out_channels, config.neck_channels)
         self.view_transform = LSSViewTransform(config.neck_channels, C, geometry.num_depth_bins, geometry.bev_size,
                                                geometry.bev_downsample)

@@ -5,6 +5,10 @@ The module tree mirrors `torchvision.models.resnet` (conv1, bn1, layer1.0.conv1,
 ImageNet state dict from torchvision or timm (`resnet50-*.pth`) loads with `load_torchvision_weights`
 (its `fc.*` entries are dropped). torchvision itself is not a dependency (see design/environment.md).
 The forward pass returns C3, C4, C5: the outputs of layer2, layer3, layer4 at strides 8, 16, 32.
+
+`width` is the base channel count: the stem and layer1 have `width` planes, layer2..4 have 2x, 4x, 8x.
+The default 64 is the standard ResNet (and the only width ImageNet weights exist for); narrower widths
+(e.g. 16 or 32) cost about (width / 64)^2 of the FLOPs and exist for CPU-sized models such as the demo's.
 """
 from __future__ import annotations
 
@@ -77,24 +81,29 @@ RESNET_SPECS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, in
 
 class ResNet(nn.Module):
     """ResNet trunk without pooling/classifier. forward: images B x 3 x H x W -> (C3, C4, C5) at
-    strides 8, 16, 32 with `out_channels` channels ((128, 256, 512) or (512, 1024, 2048))."""
+    strides 8, 16, 32 with `out_channels` channels: (2w, 4w, 8w) x expansion for base width w, i.e.
+    (128, 256, 512) or (512, 1024, 2048) at the standard w = 64."""
 
-    def __init__(self, depth: int) -> None:
+    def __init__(self, depth: int, width: int = 64) -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(RESNET_SPECS)}")
+        if width < 1:
+            raise ValueError(f"ResNet width must be positive, got {width}")
         block, layers = RESNET_SPECS[depth]
         self.depth = depth
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self._in_channels = 64
-        self.layer1 = self._make_layer(block, 64, layers[0], stride=1)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.out_channels: tuple[int, int, int] = (128 * block.expansion, 256 * block.expansion, 512 * block.expansion)
+        self._in_channels = width
+        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        e = block.expansion
+        self.out_channels: tuple[int, int, int] = (2 * width * e, 4 * width * e, 8 * width * e)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -136,7 +145,8 @@ def load_torchvision_weights(model: ResNet, state_dict: Mapping[str, Tensor]) ->
     mismatched = sorted(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                         for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
     if missing or unexpected or mismatched:
-        parts = [f"cannot load ResNet-{model.depth} weights:"]
+        width = "" if model.width == 64 else f" (width {model.width}; ImageNet weights fit width 64 only)"
+        parts = [f"cannot load ResNet-{model.depth} weights{width}:"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
         if unexpected:

@@ -78,7 +78,7 @@ class Student(nn.Module):
         self.config = config
         self.geometry = geometry
         C = config.context_channels
-        self.backbone = ResNet(config.backbone_depth)
+        self.backbone = ResNet(config.backbone_depth, config.backbone_width)
         self.neck = LSSFPNNeck(self.backbone.out_channels, config.neck_channels)
 
         def view_transform() -> LSSViewTransform:
