@@ -12,10 +12,6 @@
 - The one-GPU recipe's accumulation keeps the paper's global batch of r50_nuscenes.yaml.
 - CI (.ci/run) runs the README's test command verbatim, every test has a time limit (pytest-timeout,
   setup.cfg), and the README's links to files point at files.
-
-Lines that need a command of a branch merged after this one (`simdistill eval-model` of issue 7b: PENDING)
-are strict xfails while this checkout lacks it (`expect_unmerged`); once that branch is merged they run as
-ordinary checks, and `expect_unmerged` and PENDING should be deleted.
 """
 from __future__ import annotations
 
@@ -228,23 +224,6 @@ def check_parses(line: str, args: list[str]) -> None:
             pytest.fail(f"{line!r} does not parse: {err.getvalue().strip()}")
 
 
-# commands of branches merged after this one: command -> branch (delete an entry once its branch is merged)
-PENDING = {"eval-model": "issue7b"}
-
-
-def unmerged_branch(args: list[str]) -> str | None:
-    """The branch whose command this line needs and this checkout lacks (PENDING)."""
-    return PENDING[args[0]] if args and args[0] in PENDING and args[0] not in COMMANDS else None
-
-
-def expect_unmerged(request: pytest.FixtureRequest, args_list: list[list[str]]) -> None:
-    """Strict xfail while the branch a line needs is not merged; delete this (and its calls) once all are."""
-    branches = sorted({b for a in args_list if (b := unmerged_branch(a)) is not None})
-    if branches:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"needs the {', '.join(branches)} branch, "
-                                                                  "not merged here"))
-
-
 COMMAND_TABLE = [code_span(row[0]) for row in table_rows(section(README, "Commands"))]
 BLOCK_COMMANDS = block_commands(README)
 INLINE = [m for m in re.findall(r"`(simdistill [^`]*)`", outside_fences(README))
@@ -255,26 +234,22 @@ def test_the_readme_has_the_commands_it_promises() -> None:
     assert len(COMMAND_TABLE) >= 10 and len(BLOCK_COMMANDS) >= 12 and len(INLINE) >= 3
     assert ["demo"] in [args for _, args in BLOCK_COMMANDS]
     assert {s.split()[1] for s in COMMAND_TABLE} >= set(COMMANDS), "every command of the CLI is in the table"
-    assert {s.split()[1] for s in COMMAND_TABLE} - set(COMMANDS) <= set(PENDING)
 
 
 @pytest.mark.parametrize("synopsis", COMMAND_TABLE, ids=lambda s: " ".join(s.split()[:3]))
-def test_command_table_synopsis_parses(synopsis: str, request: pytest.FixtureRequest) -> None:
+def test_command_table_synopsis_parses(synopsis: str) -> None:
     variants = synopsis_variants(synopsis)
-    expect_unmerged(request, variants)
     for args in variants:
         check_parses(synopsis, args)
 
 
 @pytest.mark.parametrize("line,args", BLOCK_COMMANDS, ids=[line[:60] for line, _ in BLOCK_COMMANDS])
-def test_code_block_command_parses(line: str, args: list[str], request: pytest.FixtureRequest) -> None:
-    expect_unmerged(request, [args])
+def test_code_block_command_parses(line: str, args: list[str]) -> None:
     check_parses(line, args)
 
 
 @pytest.mark.parametrize("span", INLINE, ids=lambda s: s[:50])
-def test_inline_command_names_a_real_command_and_options(span: str, request: pytest.FixtureRequest) -> None:
-    expect_unmerged(request, [span.split()[1:]])
+def test_inline_command_names_a_real_command_and_options(span: str) -> None:
     check_options(span, span.split()[1:])
 
 
