@@ -15,6 +15,7 @@ Training uses the same function with random augmentation matrices.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,6 +63,17 @@ def _index_map(out_len: int, src_len: int, sign: int, shift: int, device: torch.
     src = j - shift if sign > 0 else shift - 1 - j
     valid = (src >= 0) & (src < src_len)
     return src.clamp(0, src_len - 1), valid
+
+
+def _as_tensor(img: np.ndarray | Tensor) -> Tensor:
+    """A tensor view of an H x W x 3 image without a copy. Images decoded from ROS messages and bags are
+    read-only numpy views of the message buffer; torch warns about those because a write would reach the
+    buffer, but nothing here writes into this view (torch.stack and the resize make new tensors)."""
+    if isinstance(img, Tensor):
+        return img
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(img))
 
 
 def _residual_exact(img: Tensor, A: np.ndarray, t: np.ndarray, out_hw: tuple[int, int]) -> Tensor | None:
@@ -156,8 +168,7 @@ def preprocess_images(
         if int(h * sy * (1.0 + 1e-10)) < 1 or int(w * sx * (1.0 + 1e-10)) < 1:
             raise ValueError(f"camera {idx[0]} field img_aug: scales the {w}x{h} image by ({sx:.3g}, {sy:.3g}), "
                              f"to less than one pixel")
-        raw = torch.stack([torch.from_numpy(np.ascontiguousarray(imgs[i])) if isinstance(imgs[i], np.ndarray)
-                           else imgs[i] for i in idx])
+        raw = torch.stack([_as_tensor(imgs[i]) for i in idx])
         resized = _resize(raw.to(device, non_blocking=True), sx, sy, uint8_kernel=use_uint8)
         residuals: dict[bytes, tuple[np.ndarray, np.ndarray, list[int]]] = {}
         for k, i in enumerate(idx):
