@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from simdistill_ros.core.checkpoint import load_checkpoint, load_state_into
 from simdistill_ros.core.config import DetectorConfig, load_preset
 from simdistill_ros.core.model.student import Student
 from training.config import DataConfig, LidarConfig, TrainConfig
-from training.fsutil import check_absent, write_bytes_atomic
+from training.export import load_student
+from training.fsutil import atomic_dir, check_absent, write_bytes_atomic
 from training.loader import load_split, make_dataset, make_eval_loader
 from training.loop import autocast_factory
 from training.validate import evaluate_model
@@ -45,9 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_model(args: argparse.Namespace) -> tuple[Student, DetectorConfig, str]:
     """The student to score, its config and a description of where its weights come from."""
     if args.checkpoint is not None:
-        config, state, _ = load_checkpoint(args.checkpoint)
-        model = Student(config.model, config.geometry)
-        load_state_into(model, state, str(args.checkpoint))
+        model, config, _ = load_student(args.checkpoint)
         return model, config, str(args.checkpoint)
     config = load_preset(args.untrained)
     torch.manual_seed(args.seed)
@@ -68,12 +66,14 @@ def main(args: argparse.Namespace) -> int:
     dataset = make_dataset(infos, config, train_config, train=False, load_lidar=False)
     loader = make_eval_loader(dataset, args.batch_size, args.workers, pin_memory=False)
     device = torch.device("cpu")
-    metrics: dict[str, Any] = evaluate_model(model, loader, infos, config, device, autocast_factory(device, "fp32"),
-                                             args.dataroot, args.version, args.split, args.out)
-    summary = {"model": source, "split": args.split, "samples": len(infos),
-               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-               "AP": {name: c["AP"] for name, c in metrics["per_class"].items()}}
-    write_bytes_atomic((json.dumps(summary, indent=1) + "\n").encode(), args.out / "summary.json", force=True)
+    with atomic_dir(args.out, args.force) as tmp:
+        metrics: dict[str, Any] = evaluate_model(model, loader, infos, config, device,
+                                                 autocast_factory(device, "fp32"),
+                                                 args.dataroot, args.version, args.split, tmp)
+        summary = {"model": source, "split": args.split, "samples": len(infos),
+                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                   "AP": {name: c["AP"] for name, c in metrics["per_class"].items()}}
+        write_bytes_atomic((json.dumps(summary, indent=1) + "\n").encode(), tmp / "summary.json", force=True)
     print(f"{source} on {args.split} ({len(infos)} samples): "
           + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("mAP", "NDS", "mATE") if k in metrics))
     return 0
