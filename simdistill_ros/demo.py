@@ -62,16 +62,14 @@ def default_cache() -> Path:
 
 
 def bundled_checkpoint() -> Path:
-    """The bundled student; ValueError naming the path when it is not installed."""
+    """The bundled student, found as the node finds it (ros.params.resolve_model); ValueError naming the
+    path when it is not installed."""
+    from simdistill_ros.ros.params import ParameterError, resolve_model
+
     try:
-        from simdistill_ros.models import BUNDLED_CHECKPOINT
-        path = Path(BUNDLED_CHECKPOINT)
-    except ImportError:
-        path = Path(__file__).resolve().parent / "models" / "simdistill_synth.pt"
-    if not path.is_file():
-        raise ValueError(f"the bundled checkpoint {path} is missing from this installation; "
-                         "pass --checkpoint PATH to a student checkpoint")
-    return path
+        return Path(resolve_model(""))
+    except ParameterError as e:
+        raise ValueError(f"{e}; for the demo, pass --checkpoint PATH to a student checkpoint") from e
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +178,9 @@ def run_ros(bag: Path, out: Path, proc: subprocess.Popen[bytes], result: Any, re
         bar = tqdm(total=len(anchors), desc="detector_node over ROS 2", unit="set")
         recorded = player.play_sets(messages, anchors, alive=lambda: proc.poll() is None, progress=lambda: bar.update(1))
         bar.close()
+        if proc.poll() is not None:
+            raise RuntimeError(f"detector_node exited with code {proc.returncode} after answering "
+                               f"{len(recorded.detections)} of {len(anchors)} sets")
     finally:
         player.close()
     with atomic_bag(out / "node_detections_bag") as tmp:

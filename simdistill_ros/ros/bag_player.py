@@ -142,7 +142,11 @@ class BagPlayer:
     def play_sets(self, messages: Sequence[PlayedMessage], anchors: Sequence[int], set_timeout: float = 60.0,
                   is_image: Callable[[str], bool] = lambda t: "/image_raw" in t,
                   alive: Callable[[], bool] = lambda: True, progress: Callable[[], None] | None = None) -> Recorded:
-        """Play messages (in log order) set by set: a set holds the messages up to 0.1 s before the next anchor."""
+        """Play messages (in log order) set by set: a set holds the messages up to 0.1 s before the next anchor.
+
+        So consecutive anchors must be further apart than 0.1 s plus the spread of a set's camera stamps, as in
+        key-frame bags (2 Hz, the demo's and the tests'). In a bag of every 12 Hz camera frame a set's own
+        images would fall into the next group, and each wait would run into `set_timeout`."""
         bounds = [a - 100_000_000 for a in anchors[1:]] + [2**63 - 1]
         i = 0
         for anchor, bound in zip(anchors, bounds):
@@ -169,7 +173,7 @@ class BagPlayer:
         return self.recorded
 
     def close(self) -> None:
+        self.ctx.try_shutdown()  # ends the spin loop first, so the node is not destroyed under spin_once
+        self._thread.join(5.0)
         self.executor.shutdown()
         self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self._thread.join(5.0)
