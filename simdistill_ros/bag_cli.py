@@ -14,6 +14,7 @@ from typing import Any
 
 from simdistill_ros.bag import BAG_MODULES, require
 from simdistill_ros.bag.bagio import STORAGES
+from simdistill_ros.core.cpu_threads import add_threads_argument, apply_threads
 
 
 def _add_from_nuscenes(p: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def _add_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-detections", type=int)
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="storage of the output bag")
     p.add_argument("--pictures", type=int, default=3, help="key-frame sets to draw (BEV and cameras)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_threads_argument(p)
     p.add_argument("--force", action="store_true", help="replace an existing --out / --report")
     p.add_argument("--no-progress", action="store_true")
 
@@ -92,8 +93,6 @@ def from_nuscenes_main(args: argparse.Namespace) -> int:
 
 
 def replay_main(args: argparse.Namespace) -> int:
-    import torch
-
     from simdistill_ros.bag.replay import replay
     from simdistill_ros.bag.settings import default_params_file, replay_params
     from simdistill_ros.bag_report import build_report, format_table, write_report
@@ -105,8 +104,7 @@ def replay_main(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{what} {path} exists; pass --force to replace it")
     if not args.bag.exists():
         raise FileNotFoundError(f"bag {args.bag} does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     overrides: dict[str, Any] = {"backend": args.backend, "device": args.device}
     if args.motion_frame is not None:
         overrides["motion_frame"] = args.motion_frame

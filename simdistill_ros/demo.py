@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from simdistill_ros.core.cpu_threads import add_threads_argument, apply_threads
+
 VERSION = "v1.0-trainval"
 DEMO_SEED = 2026
 DEMO_IMAGE_SIZE = (225, 400)
@@ -80,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="student checkpoint (default: the bundled model)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--work", type=Path, help=f"where the generated world is cached (default {default_cache()})")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (replay and node)")
+    add_threads_argument(parser, default=2, help="torch CPU threads of the replay and of the node (default 2)")
     parser.add_argument("--pictures", type=int, default=2, help="key-frame sets to draw")
     # for the tests: a smaller world (not the bundled model's settings)
     parser.add_argument("--world-samples", type=int, default=DEMO_SAMPLES, help=argparse.SUPPRESS)
@@ -222,8 +224,6 @@ def _format_ros(rep: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
     from simdistill_ros.bag.from_nuscenes import ConvertOptions, convert
     from simdistill_ros.bag.replay import replay
     from simdistill_ros.bag.settings import default_params_file, replay_params
@@ -244,7 +244,7 @@ def main(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint is not None else bundled_checkpoint()
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    torch.set_num_threads(max(1, args.threads))
+    apply_threads(args.threads)
     settings = WorldSettings(samples_per_scene=args.world_samples, image_size=tuple(args.world_image_size))
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 
+from simdistill_ros.core.cpu_threads import add_threads_argument, apply_threads
 from training.config import TrainConfig, load_train_config
 from training.fsutil import check_absent, write_bytes_atomic
 from training.loop import TrainRequest, train
@@ -123,8 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the teacher (the students train the config's schedule.epochs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=None, help="override data.workers (and world rendering)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice); 1 helps on a CPU shared with other jobs")
+    add_threads_argument(parser, help="torch CPU threads of this process (the teacher); --jobs processes share "
+                                       "them (default: torch's choice, one per core)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the runs after the teacher in this many processes side by side (e.g. 2 on a "
+                             "2-core CPU, each with one thread)")
     parser.add_argument("--doc", type=Path, default=None, help="also write the table here (e.g. docs/ablation.md)")
     parser.add_argument("--force", action="store_true", help="replace an existing --doc file")
     parser.add_argument("--no-progress", action="store_true")
@@ -160,15 +166,45 @@ def _train_run(row: Row, seed: int, config: TrainConfig, world: Path, runs: Path
     return result.final_model, result.metrics, time.perf_counter() - t0
 
 
+def _job(threads: int, *run_args: Any) -> tuple[Path, dict[str, Any], float]:
+    """One run in a worker process of --jobs: its own torch thread count, then an ordinary training run."""
+    torch.set_num_threads(threads)
+    return _train_run(*run_args)
+
+
+def _train_students(plan: list[tuple[Row, int]], args: argparse.Namespace, config: TrainConfig, world: Path,
+                    runs_dir: Path, teacher: Path, command: str) -> dict[tuple[str, int], tuple[Path, dict[str, Any], float]]:
+    """Every run after the teacher, in order (--jobs 1) or in --jobs spawned processes side by side.
+
+    The runs are independent (each reads only the world and the teacher checkpoint) and seeded, so a run
+    gives the same weights whichever process trains it. Side by side, each process gets this process's torch
+    thread count (--threads, or torch's default) divided by --jobs, at least one, and no progress bar; a line
+    per finished run is printed instead.
+    """
+    if args.jobs == 1:
+        return {(row.name, seed): _train_run(row, seed, config, world, runs_dir, teacher, args.device,
+                                             not args.no_progress, command, args.teacher_epochs)
+                for row, seed in plan}
+    threads = max(1, torch.get_num_threads() // args.jobs)
+    results: dict[tuple[str, int], tuple[Path, dict[str, Any], float]] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_job, threads, row, seed, config, world, runs_dir, teacher, args.device, False,
+                               command, args.teacher_epochs): (row, seed) for row, seed in plan}
+        for future in as_completed(futures):
+            row, seed = futures[future]
+            results[(row.name, seed)] = result = future.result()
+            metrics, wall = result[1], result[2]
+            print(f"ablation: {row.slug}-seed{seed} finished in {wall:.0f} s: "
+                  + ", ".join(f"{m} {metrics.get(m, float('nan')):.4f}" for m in METRICS), flush=True)
+    return results
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.seeds < 1 or args.ablation_seeds < 1 or args.teacher_epochs < 1:
-        raise ValueError("--seeds, --ablation-seeds and --teacher-epochs must be >= 1")
+    if args.seeds < 1 or args.ablation_seeds < 1 or args.teacher_epochs < 1 or args.jobs < 1:
+        raise ValueError("--seeds, --ablation-seeds, --teacher-epochs and --jobs must be >= 1")
     if args.doc is not None:
         check_absent(args.doc, args.force, "--doc file")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     config = load_train_config(args.config)
     if args.workers is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, workers=args.workers))
@@ -183,18 +219,19 @@ def main(args: argparse.Namespace) -> int:
     version = config.data.version
     world = _world(args, version)
     runs_dir = args.out / "runs"
+    plan = [(row, seed) for row in rows(args.seeds, args.ablation_seeds) for seed in range(row.seeds)]
+    teacher_row, seed0 = plan[0]
+    results = {(teacher_row.name, seed0): _train_run(teacher_row, seed0, config, world, runs_dir, None, args.device,
+                                                     not args.no_progress, command, args.teacher_epochs)}
+    # the baseline gets the teacher too: its encoder starts from the teacher's, nothing is distilled
+    teacher_ckpt = results[(teacher_row.name, seed0)][0]
+    results.update(_train_students(plan[1:], args, config, world, runs_dir, teacher_ckpt, command))
     report_rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    teacher_ckpt: Path | None = None
     for row in rows(args.seeds, args.ablation_seeds):
         per_seed = []
         for seed in range(row.seeds):
-            # the baseline gets the teacher too: its encoder starts from the teacher's, nothing is distilled
-            teacher = None if row.stage == "teacher" else teacher_ckpt
-            final, metrics, wall = _train_run(row, seed, config, world, runs_dir, teacher, args.device,
-                                              not args.no_progress, command, args.teacher_epochs)
-            if row.stage == "teacher":
-                teacher_ckpt = final
+            _, metrics, wall = results[(row.name, seed)]
             per_seed.append({"seed": seed, **{m: metrics.get(m) for m in METRICS}})
             runs.append({"run": f"{row.slug}-seed{seed}", "wall_s": wall})
         summary = {m: _summary([float(s[m]) for s in per_seed if s[m] is not None]) for m in METRICS}

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from simdistill_ros.core.cpu_threads import add_threads_argument, apply_threads
 from simdistill_ros.core.config import DetectorConfig, load_preset
 from simdistill_ros.core.model.student import Student
 from training.config import DataConfig, LidarConfig, TrainConfig
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be new unless --force)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    add_threads_argument(parser)
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
@@ -53,8 +54,7 @@ def build_model(args: argparse.Namespace) -> tuple[Student, DetectorConfig, str]
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     check_absent(args.out, args.force, "--out")
     model, config, source = build_model(args)
     train_config = TrainConfig(model=config.name, data=DataConfig(version=args.version, workers=args.workers,

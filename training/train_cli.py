@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from simdistill_ros.core.cpu_threads import add_threads_argument, apply_threads
 from training.config import load_train_config
 from training.loop import TrainingError, TrainRequest, train
 from training.run_state import format_command
@@ -38,16 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cuda or cpu (default: cuda when available); under torchrun each rank uses "
                              "cuda:LOCAL_RANK")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice); 1 helps on a CPU shared with other jobs")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     config = load_train_config(args.config)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)

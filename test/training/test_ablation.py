@@ -1,5 +1,6 @@
 """`simdistill ablation` end to end at a drastically reduced scale: the tiny world, a two-camera small
-model, one step per run, two seeds for baseline and SimDistill, one for each single ablation."""
+model, one step per run, two seeds for baseline and SimDistill, one for each single ablation, the runs after
+the teacher in two spawned processes (--jobs 2)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ import train_helpers
 from simdistill_ros.cli import main as cli_main
 from simdistill_ros.core.checkpoint import load_checkpoint
 from simdistill_ros.core.config import DetectorConfig
+from training import ablation
+from training.config import load_train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROWS = ("teacher", "baseline", "SimDistill", "w/o CMD", "w/o GCM", "w/o MMD-P")
@@ -24,7 +27,7 @@ def test_ablation_trains_every_row_and_writes_the_table(tiny_world: Path, small_
     out, doc = tmp_path / "abl", tmp_path / "ablation.md"
     args = ["ablation", "--out", str(out), "--world", str(tiny_world), "--config",
             str(train_helpers.config_path(tmp_path, "ablation")), "--seeds", "2", "--ablation-seeds", "1",
-            "--teacher-epochs", "1", "--no-progress", "--doc", str(doc)]
+            "--teacher-epochs", "1", "--no-progress", "--doc", str(doc), "--jobs", "2"]
     assert cli_main(args) == 0
     report = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in report["rows"]] == list(ROWS)
@@ -57,6 +60,14 @@ def test_ablation_trains_every_row_and_writes_the_table(tiny_world: Path, small_
     _, baseline, meta = load_checkpoint(runs / "baseline-seed0" / "student.pt")
     assert meta["encoder_init"].startswith("teacher:") and not torch.equal(baseline["gcm.output_proj.weight"],
                                                                             gcm_off["gcm.output_proj.weight"])
+    # a run trained in a --jobs worker equals the same run trained in this process
+    config = load_train_config(train_helpers.config_path(tmp_path, "ablation"))
+    row = next(r for r in ablation.rows(2, 1) if r.name == "SimDistill")
+    final, _, _ = ablation._train_run(row, 1, config, tiny_world, tmp_path / "again", runs / "teacher-seed0" /
+                                      "teacher.pt", "cpu", False, "test", 1)
+    _, again, _ = load_checkpoint(final)
+    _, pooled, _ = load_checkpoint(runs / "simdistill-seed1" / "student.pt")
+    assert again.keys() == pooled.keys() and all(torch.equal(again[k], pooled[k]) for k in again)
     # an existing --doc is not overwritten without --force
     assert cli_main(args) == 2
     assert "--doc file" in capsys.readouterr().err
