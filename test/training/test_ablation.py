@@ -40,13 +40,15 @@ def test_ablation_trains_every_row_and_writes_the_table(tiny_world: Path, small_
             metrics = json.loads((runs / f"{slug}-seed{s['seed']}" / "eval" / "epoch_0001" / "metrics" /
                                   "metrics.json").read_text())
             assert s["mAP"] == metrics["mAP"] and s["NDS"] == metrics["NDS"] and s["mATE"] == metrics["mATE"]
+            assert s["car AP"] == metrics["per_class"]["car"]["AP"] and s["car ATE"] == metrics["per_class"]["car"]["ATE"]
     base = report["rows"][1]["summary"]["NDS"]
     assert base["n"] == 2 and base["std"] is not None and base["min"] <= base["mean"] <= base["max"]
     table = doc.read_text()
     assert table == (out / "ablation.md").read_text()
     for name in ROWS:
         assert f"| {name} |" in table
-    assert "simdistill ablation --out" in table and "Machine:" in table and " ± " in table
+    assert "simdistill ablation --out" in table and "Machine:" in table and " ± " in table and "| car AP |" in table
+    assert all(w is not None and w > 0 for w in (r["wall_s"] for r in report["runs"]))
 
     def terms(run: str) -> set[str]:
         return set(json.loads((runs / run / "metrics.jsonl").read_text().splitlines()[0]))
@@ -71,3 +73,8 @@ def test_ablation_trains_every_row_and_writes_the_table(tiny_world: Path, small_
     # an existing --doc is not overwritten without --force
     assert cli_main(args) == 2
     assert "--doc file" in capsys.readouterr().err
+    # run again with --force: every finished run is reused, not retrained, and the table is the same
+    assert cli_main([*args, "--force"]) == 0
+    again_report = json.loads((out / "ablation.json").read_text())
+    assert [r["wall_s"] for r in again_report["runs"]] == [None] * 8 and again_report["rows"] == report["rows"]
+    assert "teacher-seed0 reused" in doc.read_text()
