@@ -30,6 +30,39 @@ from simdistill_ros.ros.convert import MessageFactory, python_module_lookup
 MSGS = MessageFactory(python_module_lookup)
 
 
+class SpinningNode:
+    """A node in a context of its own, spun by a SingleThreadedExecutor on a daemon thread: the outside
+    party that talks to a detector_node process (this player, the tests' peer).
+
+    Create publishers and subscriptions on `node`, then `start()`. `close()` shuts the context down first
+    and joins the thread, so spin_once never runs on a destroyed node, then destroys the node.
+    """
+
+    def __init__(self, name: str, thread_name: str = "ros-spin") -> None:
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = Node(name, context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name=thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.ctx.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context shut down under the executor
+                return
+
+    def close(self) -> None:
+        self.ctx.try_shutdown()
+        self._thread.join(5.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
 @dataclass(frozen=True)
 class PlayedMessage:
     """One bag record to publish: topic, log time (ns) and its CDR bytes."""
@@ -55,9 +88,8 @@ class BagPlayer:
 
     def __init__(self, topics: dict[str, str], detections_topic: str, markers_topic: str | None = None,
                  name: str = "simdistill_bag_player") -> None:
-        self.ctx = Context()
-        rclpy.init(context=self.ctx)
-        self.node = Node(name, context=self.ctx)
+        self.spinner = SpinningNode(name, thread_name="bag-player")
+        self.node = self.spinner.node
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pubs = {t: self.node.create_publisher(MSGS.cls(m), t, latched if t == "/tf_static" else reliable)
@@ -74,17 +106,7 @@ class BagPlayer:
                                           self._on_markers, reliable, raw=True)
         self.node.create_subscription(MSGS.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics",
                                       self._on_diagnostics, reliable)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, name="bag-player", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.ctx.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context shut down under the executor
-                return
+        self.spinner.start()
 
     def _on_detections(self, raw: bytes) -> None:
         from rclpy.serialization import deserialize_message
@@ -173,7 +195,4 @@ class BagPlayer:
         return self.recorded
 
     def close(self) -> None:
-        self.ctx.try_shutdown()  # ends the spin loop first, so the node is not destroyed under spin_once
-        self._thread.join(5.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
+        self.spinner.close()

@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from simdistill_ros.core.checkpoint import save_checkpoint
@@ -28,6 +24,7 @@ from simdistill_ros.core.config import DetectorConfig
 from simdistill_ros.core.model.student import Student
 from simdistill_ros.core.rig import random_frame
 from simdistill_ros.core.types import Frame
+from simdistill_ros.ros.bag_player import SpinningNode
 from simdistill_ros.ros.convert import (MessageFactory, intrinsics_to_camera_info, matrix_to_transform,
                                         python_module_lookup, rgb_to_image, stamp_to_ns)
 
@@ -118,9 +115,8 @@ class Peer:
         self.output_topic = f"{node}/detections"
         self.cameras = cameras
         self.compressed = compressed
-        self.ctx = Context()
-        rclpy.init(context=self.ctx)
-        self.node = Node("simdistill_test_peer", context=self.ctx)
+        self.spinner = SpinningNode("simdistill_test_peer", thread_name="test-peer")
+        self.node = self.spinner.node
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         img_type = MSGS.cls("sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image")
         suffix = "image_raw/compressed" if compressed else "image_raw"
@@ -141,27 +137,14 @@ class Peer:
                                       lambda m: self._keep(self.markers, m), qos)
         self.node.create_subscription(MSGS.cls("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics",
                                       lambda m: self._keep(self.diagnostics, m), qos)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.ctx.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context shut down under the executor
-                return
+        self.spinner.start()
 
     def _keep(self, store: list[Any], msg: Any) -> None:
         with self.lock:
             store.append(msg)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self._thread.join(5.0)
+        self.spinner.close()
 
     def wait_connected(self, proc: NodeProcess, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
